@@ -1,0 +1,70 @@
+"""Rate limiting of request starts, with an injectable clock.
+
+``RateLimiter`` spaces starts evenly, one every ``1 / rate`` seconds, with a
+burst of one (GCRA). Even spacing is what keeps every sliding one-second
+window at or under the rate, the first second after start-up included, where
+a token bucket would allow a burst. ``pause_until`` holds every start back
+after an HTTP 429 until its ``Retry-After`` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RateLimiter:
+    """Spaces request starts so that no one-second window holds more than rate."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be above 0, not {rate}")
+        self.rate = rate
+        # A nanosecond over the exact spacing absorbs the rounding of float
+        # sums, which would otherwise fit rate + 1 starts in one second.
+        self.interval = 1.0 / rate + 1e-9
+        self._clock = clock
+        self._sleep = sleep
+        self._next_start: float | None = None
+        self._paused_until = 0.0
+
+    def reserve(self) -> float:
+        """Claim the next start time and return it, without waiting."""
+        now = self._clock()
+        start = max(now, self._paused_until)
+        if self._next_start is not None:
+            start = max(start, self._next_start)
+        self._next_start = start + self.interval
+        return start
+
+    def pause_until(self, moment: float) -> None:
+        """Allow no start before moment (a clock value)."""
+        self._paused_until = max(self._paused_until, moment)
+        if self._next_start is not None:
+            self._next_start = max(self._next_start, moment)
+
+    @property
+    def paused_until(self) -> float:
+        """Return the clock value before which no start is allowed."""
+        return self._paused_until
+
+    async def acquire(self) -> None:
+        """Wait for the next start that keeps the rate."""
+        while True:
+            start = self.reserve()
+            delay = start - self._clock()
+            if delay > 0:
+                await self._sleep(delay)
+            # A 429 may have paused the limiter while this start waited.
+            if self._clock() >= self._paused_until:
+                return
