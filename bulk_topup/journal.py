@@ -391,8 +391,12 @@ class Journal:
 
     def get(self, trxid: str) -> Transaction | None:
         """Return one transaction by trxid, or None."""
-        rows = list(self.db["transactions"].rows_where("trxid = ?", [trxid]))
-        return Transaction.from_row(rows[0]) if rows else None
+        cursor = self.conn.execute("SELECT * FROM transactions WHERE trxid = ?", [trxid])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        columns = [column[0] for column in cursor.description]
+        return Transaction.from_row(dict(zip(columns, row, strict=True)))
 
     def state_counts(self, batch_id: str) -> dict[str, int]:
         """Return the number of transactions per state in a batch."""
@@ -457,27 +461,38 @@ class Journal:
         changes["state_at"] = now
         if new_state in FINAL_STATES:
             changes["final_at"] = now
-        self.db["transactions"].update(trxid, changes)
+        self._update(trxid, changes)
         self._record_event(trxid, current.state, new_state, now, cause)
         return self.get(trxid)  # type: ignore[return-value]
+
+    def _update(self, trxid: str, changes: Mapping[str, Any]) -> None:
+        # Plain SQL: sqlite-utils' update() reads the schema on every call,
+        # which costs more than the update itself on the sending path.
+        names = list(changes)
+        unknown = set(names) - _TRANSACTION_COLUMNS
+        if unknown:
+            raise JournalError(f"Unknown transaction fields: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        self.conn.execute(
+            f"UPDATE transactions SET {assignments} WHERE trxid = ?",
+            [*(changes[name] for name in names), trxid],
+        )
 
     def _record_event(
         self, trxid: str, old: State | None, new: State, at: str, cause: str
     ) -> None:
-        self.db["events"].insert(
-            {
-                "trxid": trxid,
-                "old_state": old.value if old else None,
-                "new_state": new.value,
-                "at": at,
-                "cause": cause,
-            }
+        self.conn.execute(
+            "INSERT INTO events (trxid, old_state, new_state, at, cause) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [trxid, old.value if old else None, new.value, at, cause],
         )
 
     def update_fields(self, trxid: str, **fields: Any) -> None:
         """Set fields that are not the state (message, conflict flag, ...)."""
+        if "state" in fields:
+            raise JournalError("update_fields cannot change a state; use transition")
         with self.write():
-            self.db["transactions"].update(trxid, fields)
+            self._update(trxid, fields)
 
     # Attempts
 
@@ -501,7 +516,7 @@ class Journal:
                 if current.state is not State.SENDING:
                     self._transition(trxid, State.SENDING, "send", {})
                 numbers[trxid] = current.attempts + 1
-                self.db["transactions"].update(
+                self._update(
                     trxid,
                     {
                         "attempts": current.attempts + 1,
@@ -510,14 +525,10 @@ class Journal:
                         "first_sent_at": current.first_sent_at or now,
                     },
                 )
-                self.db["attempts"].insert(
-                    {
-                        "trxid": trxid,
-                        "attempt": numbers[trxid],
-                        "call": call,
-                        "started_at": now,
-                        "request_hash": request_hash,
-                    }
+                self.conn.execute(
+                    "INSERT INTO attempts (trxid, attempt, call, started_at, "
+                    "request_hash) VALUES (?, ?, ?, ?, ?)",
+                    [trxid, numbers[trxid], call, now, request_hash],
                 )
         return numbers
 
@@ -546,18 +557,24 @@ class Journal:
             if new_state is not None:
                 self._transition(trxid, new_state, outcome, changes)
             elif changes:
-                self.db["transactions"].update(trxid, changes)
+                self._update(trxid, changes)
 
     def attempts(self, trxid: str) -> list[dict[str, Any]]:
         """Return every attempt of a transaction, oldest first."""
-        rows = self.db["attempts"].rows_where("trxid = ?", [trxid], order_by="id")
-        return list(rows)
+        cursor = self.conn.execute(
+            "SELECT * FROM attempts WHERE trxid = ? ORDER BY id", [trxid]
+        )
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
     def events(self, trxid: str | None = None) -> list[dict[str, Any]]:
         """Return recorded state changes, of one trxid if given."""
         if trxid is None:
             return list(self.db["events"].rows_where(order_by="id"))
         return list(self.db["events"].rows_where("trxid = ?", [trxid], order_by="id"))
+
+
+_TRANSACTION_COLUMNS = frozenset(Transaction.__dataclass_fields__)
 
 
 def _check_request_hash(current: Transaction, request_hash: str) -> None:

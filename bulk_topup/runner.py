@@ -244,6 +244,8 @@ def _target(settings: Settings, batch: Batch) -> Iterator[str]:
     if batch.target == "sandbox":
         from .sandbox import SandboxConfig, start_sandbox
 
+        if settings.sandbox_ledger is not None:
+            settings.sandbox_ledger.parent.mkdir(parents=True, exist_ok=True)
         config = SandboxConfig(port=0, state_path=settings.sandbox_ledger)
         with start_sandbox(config) as sandbox:
             yield sandbox.url

@@ -12,6 +12,7 @@ final or the deadline passes; a deadline never moves a row to ``review``.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -81,11 +82,12 @@ class Settler:
         """
         deadline = self._clock() + self.settings.timeout
         first = 0.0 if immediately else self.settings.first_interval
-        due = {trxid: self._clock() + first for trxid in trxids}
+        due = [(self._clock() + first, index, trxid) for index, trxid in enumerate(trxids)]
+        heapq.heapify(due)
         intervals = dict.fromkeys(trxids, self.settings.first_interval)
         resend: list[str] = []
         while due and self.halted is None:
-            trxid, when = min(due.items(), key=lambda item: item[1])
+            when, index, trxid = heapq.heappop(due)
             if when > deadline:
                 break
             await self._sleep(max(0.0, when - self._clock()))
@@ -93,9 +95,8 @@ class Settler:
             if verdict.resend:
                 resend.append(trxid)
             if verdict.done or verdict.resend:
-                del due[trxid]
                 continue
-            due[trxid] = self._clock() + intervals[trxid]
+            heapq.heappush(due, (self._clock() + intervals[trxid], index, trxid))
             intervals[trxid] = min(intervals[trxid] * 2, self.settings.max_interval)
         return resend
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..client import TopupClient
+from ..client import Balance, TopupClient
 from ..config import Settings, require_credentials
 from . import Output, cli, common_options, handles_errors, settings_from
 
@@ -23,6 +23,8 @@ def _base_url(settings: Settings) -> Iterator[str]:
         return
     from ..sandbox import SandboxConfig, start_sandbox
 
+    if settings.sandbox_ledger is not None:
+        settings.sandbox_ledger.parent.mkdir(parents=True, exist_ok=True)
     with start_sandbox(SandboxConfig(state_path=settings.sandbox_ledger)) as sandbox:
         yield sandbox.url
 
@@ -39,6 +41,11 @@ def _call(settings: Settings, call: Callable[[TopupClient], Awaitable[T]]) -> T:
         return asyncio.run(run(base_url))
 
 
+def fetch_balance(settings: Settings) -> Balance:
+    """Return the account's balances from the settings' target."""
+    return _call(settings, lambda client: client.balance())
+
+
 @cli.command()
 @click.option("--sandbox", is_flag=True, help="Ask the built-in sandbox.")
 @common_options
@@ -53,7 +60,7 @@ def balance(**options: Any) -> None:
     """
     output = Output(as_json=options["as_json"], quiet=options["quiet"])
     settings = settings_from(options, sandbox=options["sandbox"])
-    result = _call(settings, lambda client: client.balance())
+    result = fetch_balance(settings)
     if output.as_json:
         output.document(
             {"balance": str(result.balance), "drive_balance": str(result.drive_balance)}

@@ -304,12 +304,22 @@ def plan(**options: Any) -> None:
         prefix=settings.trxid_prefix,
         repeat_window_hours=settings.repeat_window_hours,
     )
-    _print_plan(output, preview, validation)
+    balance = _plan_balance(settings)
+    _print_plan(output, preview, balance)
     invalid = [row for row in validation.rows if isinstance(row, RejectedRow)]
     sys.exit(65 if invalid and not request.plan.skip_invalid else 0)
 
 
-def _print_plan(output: Output, preview: Any, validation: Any) -> None:
+def _plan_balance(settings: Any) -> Any:
+    """Return the account's balance when credentials exist, else None."""
+    if settings.credentials is None:
+        return None
+    from .api_commands import fetch_balance
+
+    return fetch_balance(settings)
+
+
+def _print_plan(output: Output, preview: Any, balance: Any) -> None:
     rows = preview.transactions
     to_send = [row for row in rows if row["state"] in ("planned", "held")]
     totals: Counter[tuple[str, str]] = Counter()
@@ -326,6 +336,10 @@ def _print_plan(output: Output, preview: Any, validation: Any) -> None:
             for (op, type_), amount in sorted(totals.items())
         ],
         "held_back": dict(held),
+        "balance": None if balance is None else str(balance.balance),
+        "balance_covers_total": None
+        if balance is None
+        else balance.balance >= sum(totals.values()),
         "transactions": [
             {
                 name: row.get(name)
@@ -348,9 +362,11 @@ def _print_plan(output: Output, preview: Any, validation: Any) -> None:
         output.say(f"  {item['operator']} {item['type']}: {item['amount']} Taka")
     for name, count in sorted(held.items()):
         output.say(f"  held back as {name}: {count}")
+    if balance is not None:
+        verdict = "covers" if document["balance_covers_total"] else "does NOT cover"
+        output.say(f"  balance {balance.balance} Taka {verdict} the total.")
     for row in document["transactions"]:
         output.say(
             f"  row {row['source_row']}: {row['trxid']} {row['number'] or ''} "
             f"{row['operator'] or ''} {row['amount'] or ''} {row['state']}"
         )
-    _ = validation
