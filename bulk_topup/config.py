@@ -107,7 +107,9 @@ def _as_float(value: Any, name: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number of seconds, not {value!r}.") from None
+        raise ConfigError(
+            f"{name} must be a number of seconds, not {value!r}."
+        ) from None
     if number < 0:
         raise ConfigError(f"{name} must not be negative, not {value!r}.")
     return number

@@ -307,9 +307,9 @@ class Journal:
         batch_row.setdefault("created_at", now)
         rows = [_encode_transaction(tx, now) for tx in transactions]
         with self.write():
-            self.db["batches"].insert(batch_row)
-            self.db["transactions"].insert_all(rows, batch_size=500)
-            self.db["events"].insert_all(
+            self.db.table("batches").insert(batch_row)
+            self.db.table("transactions").insert_all(rows, batch_size=500)
+            self.db.table("events").insert_all(
                 (
                     {
                         "trxid": row["trxid"],
@@ -328,9 +328,11 @@ class Journal:
         now = utc_now()
         rows = [_encode_transaction(tx, now) for tx in transactions]
         with self.write():
-            self.db["transactions"].insert_all(rows, batch_size=500)
+            self.db.table("transactions").insert_all(rows, batch_size=500)
             for row in rows:
-                self._record_event(row["trxid"], None, State(row["state"]), now, "retry")
+                self._record_event(
+                    row["trxid"], None, State(row["state"]), now, "retry"
+                )
 
     def get_batch(self, batch_id: str) -> Batch | None:
         """Return the batch with this id, or None."""
@@ -372,7 +374,7 @@ class Journal:
     def update_batch(self, batch_id: str, **fields: Any) -> None:
         """Set fields of a batch (halt reason, balances)."""
         with self.write():
-            self.db["batches"].update(batch_id, fields)
+            self.db.table("batches").update(batch_id, fields)
 
     # Transactions
 
@@ -391,7 +393,9 @@ class Journal:
 
     def get(self, trxid: str) -> Transaction | None:
         """Return one transaction by trxid, or None."""
-        cursor = self.conn.execute("SELECT * FROM transactions WHERE trxid = ?", [trxid])
+        cursor = self.conn.execute(
+            "SELECT * FROM transactions WHERE trxid = ?", [trxid]
+        )
         row = cursor.fetchone()
         if row is None:
             return None
@@ -417,7 +421,9 @@ class Journal:
             [row_key, target, exclude_batch],
         )
         columns = [column[0] for column in rows.description]
-        return [Transaction.from_row(dict(zip(columns, row, strict=True))) for row in rows]
+        return [
+            Transaction.from_row(dict(zip(columns, row, strict=True))) for row in rows
+        ]
 
     def transition(
         self,

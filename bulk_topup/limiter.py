@@ -38,10 +38,10 @@ class RateLimiter:
         self._next_start: float | None = None
         self._paused_until = 0.0
 
-    def reserve(self) -> float:
-        """Claim the next start time and return it, without waiting."""
+    def reserve(self, not_before: float = 0.0) -> float:
+        """Claim and return the next start at or after not_before, without waiting."""
         now = self._clock()
-        start = max(now, self._paused_until)
+        start = max(now, self._paused_until, not_before)
         if self._next_start is not None:
             start = max(start, self._next_start)
         self._next_start = start + self.interval
@@ -58,10 +58,10 @@ class RateLimiter:
         """Return the clock value before which no start is allowed."""
         return self._paused_until
 
-    async def acquire(self) -> None:
-        """Wait for the next start that keeps the rate."""
+    async def acquire(self, not_before: float = 0.0) -> None:
+        """Wait for the next start that keeps the rate, at or after not_before."""
         while True:
-            start = self.reserve()
+            start = self.reserve(not_before)
             delay = start - self._clock()
             if delay > 0:
                 await self._sleep(delay)

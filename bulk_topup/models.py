@@ -237,9 +237,7 @@ FINAL_STATES = frozenset(
     }
 )
 # States that count as "in flight" for the repeat guard and keep a run open.
-OPEN_STATES = frozenset(
-    {State.SENDING, State.PROCESSING, State.UNKNOWN, State.REVIEW}
-)
+OPEN_STATES = frozenset({State.SENDING, State.PROCESSING, State.UNKNOWN, State.REVIEW})
 UNSENT_STATES = frozenset({State.PLANNED, State.HELD})
 
 # Every legal transition. The journal refuses any other one, so that a bug
@@ -252,9 +250,7 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.SENDING: frozenset(
         {State.PROCESSING, State.UNKNOWN, State.FAILED, State.SUCCESS}
     ),
-    State.PROCESSING: frozenset(
-        {State.PROCESSING, State.SUCCESS, State.CANCELLED}
-    ),
+    State.PROCESSING: frozenset({State.PROCESSING, State.SUCCESS, State.CANCELLED}),
     State.UNKNOWN: frozenset(
         {
             State.PROCESSING,

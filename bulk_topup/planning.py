@@ -380,7 +380,7 @@ def _invalid_transaction(row: RejectedRow) -> dict[str, Any]:
 def _supersede_older_versions(
     journal: Journal, target: str, day: str, file_name: str
 ) -> int:
-    unsent = []
+    unsent: list[str] = []
     for batch in journal.batches_of_file(target, day, file_name):
         unsent.extend(
             tx.trxid

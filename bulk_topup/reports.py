@@ -156,7 +156,9 @@ def _balance_check(batch: Batch, success_taka: int) -> dict[str, Any]:
     # so a mismatch is expected until every row is final.
     return {
         "balance_change": str(change),
-        "balance_mismatch": str(change - success_taka) if change != success_taka else None,
+        "balance_mismatch": str(change - success_taka)
+        if change != success_taka
+        else None,
     }
 
 

@@ -14,7 +14,6 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ from .errors import BulkTopupError, ConfigError, PlanRefused
 from .journal import Batch, Journal, Transaction
 from .limiter import RateLimiter
 from .lock import hold_journal_lock
-from .models import FINAL_STATES, OPEN_STATES, State, Validation
-from .progress import Progress
+from .models import OPEN_STATES, State, Validation
 from .planning import (
     PlanOptions,
     hold_repeats,
@@ -34,10 +32,11 @@ from .planning import (
     plan_batch,
     target_of,
 )
+from .progress import Progress
 from .reading import read_batch
 from .reports import default_report_path, summarize, write_report
 from .sender import Sender, SendSettings
-from .settling import SETTLE_STATES, SettleSettings, Settler
+from .settling import SETTLE_STATES, Settler, SettleSettings
 from .validation import format_problems, validate_table
 
 logger = logging.getLogger(__name__)
@@ -457,7 +456,9 @@ class _Execution:
             )
 
 
-def exit_code_for(counts: dict[str, int], *, halted: bool, interrupted: bool) -> tuple[int, str]:
+def exit_code_for(
+    counts: dict[str, int], *, halted: bool, interrupted: bool
+) -> tuple[int, str]:
     """Return the exit code and reason that a batch's state counts condense."""
     states = {State(name) for name, count in counts.items() if count}
     sendable = states - _NOT_SENDABLE
@@ -488,4 +489,3 @@ def _finish(
     )
     write_report(journal, batch, report_path, report_path.suffix.lstrip(".") or "csv")
     return RunResult(code, reason, batch.batch_id, summary, report_path)
-

@@ -28,7 +28,9 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_any,
 )
+from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential_jitter
 
 from . import crashpoints
@@ -82,6 +84,16 @@ class SendState:
     stopping: bool = False
     consecutive_failures: dict[str, int] = field(default_factory=dict)
     over_budget: set[str] = field(default_factory=set)
+
+
+class _BudgetSpent(stop_base):
+    """Stops retrying once the batch's retry budget is spent."""
+
+    def __init__(self, state: SendState) -> None:
+        self.state = state
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.state.retries_left <= 0
 
 
 def recharge_fields(tx: Transaction) -> dict[str, Any]:
@@ -162,7 +174,9 @@ class Sender:
                 continue
             if self._is_repeat(tx) or not self._fits_budget(tx):
                 continue
-            start = self.limiter.reserve()
+            # A row taken within the group window of its gap must still wait
+            # for the gap itself.
+            start = self.limiter.reserve(not_before=self._ready_at(tx))
             self._last_start[tx.number or ""] = start
             group.append((tx, start))
             if start > horizon:
@@ -173,11 +187,10 @@ class Sender:
         self, queue: deque[Transaction], *, wait: bool
     ) -> Transaction | None:
         """Pop the first row whose number is past its same-number gap."""
-        gap = self.settings.same_number_gap
         while queue:
             earliest = None
             for index, tx in enumerate(queue):
-                ready_at = self._last_start.get(tx.number or "", -gap) + gap
+                ready_at = self._ready_at(tx)
                 if ready_at <= self._clock() + self.settings.group_window:
                     del queue[index]
                     return tx
@@ -188,6 +201,11 @@ class Sender:
                 return None
             await self._sleep(max(0.0, earliest - self._clock()))
         return None
+
+    def _ready_at(self, tx: Transaction) -> float:
+        """Return the earliest start that keeps the same-number gap."""
+        gap = self.settings.same_number_gap
+        return self._last_start.get(tx.number or "", -gap) + gap
 
     def _fits_budget(self, tx: Transaction) -> bool:
         if self.budget is None or tx.state is State.UNKNOWN:
@@ -226,9 +244,7 @@ class Sender:
         attempts = self.journal.start_attempts(starts)
         crashpoints.crash_point("after_sending_committed")
         for tx, start in group:
-            task = asyncio.ensure_future(
-                self._send_row(tx, attempts[tx.trxid], start)
-            )
+            task = asyncio.ensure_future(self._send_row(tx, attempts[tx.trxid], start))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self.state.sent += len(group)
@@ -254,8 +270,10 @@ class Sender:
         fields = recharge_fields(tx)
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(NotSent),
-            stop=stop_after_attempt(self.settings.row_retries + 1)
-            | self._batch_budget_spent,
+            stop=stop_any(
+                stop_after_attempt(self.settings.row_retries + 1),
+                _BudgetSpent(self.state),
+            ),
             wait=self._wait_before_retry,
             sleep=self._sleep,
             reraise=True,
@@ -273,9 +291,6 @@ class Sender:
             current = self.journal.get(tx.trxid)
             if current is not None:
                 self._on_progress(current)
-
-    def _batch_budget_spent(self, retry_state: RetryCallState) -> bool:
-        return self.state.retries_left <= 0
 
     def _wait_before_retry(self, retry_state: RetryCallState) -> float:
         self.state.retries_left -= 1
@@ -297,7 +312,8 @@ class Sender:
             previous["attempt"] + 1,
             previous["message"],
         )
-        await self.limiter.acquire()
+        await self.limiter.acquire(not_before=self._ready_at(tx))
+        self._last_start[tx.number or ""] = self._clock()
         numbers = self.journal.start_attempts([(tx.trxid, hash_body(fields))])
         return numbers[tx.trxid]
 
@@ -413,4 +429,3 @@ class Sender:
         if self.state.halted is None:
             logger.error("halting the batch: %s", message)
             self.state.halted = reason
-

@@ -73,16 +73,16 @@ class Settler:
         self._clock = clock
         self._sleep = sleep
 
-    async def settle(
-        self, trxids: list[str], *, immediately: bool = True
-    ) -> list[str]:
+    async def settle(self, trxids: list[str], *, immediately: bool = True) -> list[str]:
         """Poll rows until final, due for a resend, or out of time.
 
         Returns the trxids that must be sent again with the same trxid.
         """
         deadline = self._clock() + self.settings.timeout
         first = 0.0 if immediately else self.settings.first_interval
-        due = [(self._clock() + first, index, trxid) for index, trxid in enumerate(trxids)]
+        due = [
+            (self._clock() + first, index, trxid) for index, trxid in enumerate(trxids)
+        ]
         heapq.heapify(due)
         intervals = dict.fromkeys(trxids, self.settings.first_interval)
         resend: list[str] = []

@@ -29,9 +29,20 @@ def write_batch(path: Path, rows: int) -> None:
 
 def start_sandbox(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bulk_topup.sandbox", "--port", "0",
-         "--processing-seconds", "0.5", "--latency-ms", str(latency_ms)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bulk_topup.sandbox",
+            "--port",
+            "0",
+            "--processing-seconds",
+            "0.5",
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert process.stdout is not None
     return process, process.stdout.readline().strip().removeprefix("listening on ")
@@ -43,7 +54,9 @@ def send_seconds(journal: Path) -> float:
         "SELECT min(started_at), max(finished_at) FROM attempts"
     ).fetchone()
     connection.close()
-    return (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+    return (
+        datetime.fromisoformat(last) - datetime.fromisoformat(first)
+    ).total_seconds()
 
 
 def main() -> None:
@@ -58,28 +71,58 @@ def main() -> None:
     batch, journal = folder / "batch.csv", folder / "journal.sqlite"
     write_batch(batch, args.rows)
     sandbox, url = start_sandbox(args.latency_ms)
-    environment = {**os.environ, "STU_KEY": "bench", "STU_SECRET": "bench",
-                   "BULK_TOPUP_SETTLE_INTERVAL": "0.5"}
+    environment = {
+        **os.environ,
+        "STU_KEY": "bench",
+        "STU_SECRET": "bench",
+        "BULK_TOPUP_SETTLE_INTERVAL": "0.5",
+    }
     started = time.monotonic()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "bulk_topup", "run", str(batch), "--yes", "-q",
-             "--base-url", url, "--journal", str(journal), "--rate", str(args.rate),
-             "--concurrency", str(args.concurrency), "--report", str(folder / "r.csv")],
-            env=environment, capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "bulk_topup",
+                "run",
+                str(batch),
+                "--yes",
+                "-q",
+                "--base-url",
+                url,
+                "--journal",
+                str(journal),
+                "--rate",
+                str(args.rate),
+                "--concurrency",
+                str(args.concurrency),
+                "--report",
+                str(folder / "r.csv"),
+            ],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
         )
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
     total = time.monotonic() - started
     sending = send_seconds(journal)
-    print(json.dumps({
-        "rows": args.rows, "concurrency": args.concurrency, "rate": args.rate,
-        "latency_ms": args.latency_ms, "exit_code": result.returncode,
-        "send_seconds": round(sending, 2),
-        "send_rows_per_second": round(args.rows / sending, 1),
-        "whole_run_seconds": round(total, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "concurrency": args.concurrency,
+                "rate": args.rate,
+                "latency_ms": args.latency_ms,
+                "exit_code": result.returncode,
+                "send_seconds": round(sending, 2),
+                "send_rows_per_second": round(args.rows / sending, 1),
+                "whole_run_seconds": round(total, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

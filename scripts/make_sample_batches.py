@@ -18,8 +18,22 @@ FOLDER = Path(__file__).resolve().parent.parent / "sample_batches"
 PREFIXES = {"GP": "017", "RB": "018", "AT": "016", "BL": "019", "TT": "015"}
 AMOUNTS = (20, 30, 49, 50, 100, 150, 200, 299, 500)
 NAMES = (
-    "Rahim", "Karim", "Fatema", "Ayesha", "Sumon", "Nasrin", "Jamal", "Rupa",
-    "Habib", "Shirin", "Tanvir", "Mitu", "Sabbir", "Laila", "Rafiq", "Keya",
+    "Rahim",
+    "Karim",
+    "Fatema",
+    "Ayesha",
+    "Sumon",
+    "Nasrin",
+    "Jamal",
+    "Rupa",
+    "Habib",
+    "Shirin",
+    "Tanvir",
+    "Mitu",
+    "Sabbir",
+    "Laila",
+    "Rafiq",
+    "Keya",
 )
 HEADER = ["number", "operator", "type", "amount", "reference", "name", "note"]
 
@@ -50,7 +64,15 @@ def _add_mistakes(rows: list[list[str]]) -> None:
     rows[40][3] = "50.5"
     rows[60][1] = "Citycell"
     rows[80][1], rows[80][2] = "SK", "postpaid"
-    rows[100] = ["01911000000", "BT", "prepaid", "100", "PAY-0101", "Brilliant user", ""]
+    rows[100] = [
+        "01911000000",
+        "BT",
+        "prepaid",
+        "100",
+        "PAY-0101",
+        "Brilliant user",
+        "",
+    ]
 
 
 def main() -> None:

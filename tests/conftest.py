@@ -157,7 +157,9 @@ def run_json(*args: str, **extra: str) -> tuple[int, dict[str, Any]]:
     return result.returncode, document
 
 
-def write_csv(path: Path, rows: list[list[str]], header: list[str] | None = None) -> Path:
+def write_csv(
+    path: Path, rows: list[list[str]], header: list[str] | None = None
+) -> Path:
     """Write a small recharge batch as CSV."""
     lines = [",".join(header or ["number", "operator", "type", "amount"])]
     lines.extend(",".join(row) for row in rows)

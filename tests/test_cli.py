@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import numbered_rows, write_csv
 
 from bulk_topup.cli import cli
-from conftest import numbered_rows, write_csv
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -67,7 +67,9 @@ def test_validate_rejects_exit_65(tmp_path: Path) -> None:
     rows[1][3] = "fifty"
     batch = write_csv(tmp_path / "b.csv", rows)
     rejects = tmp_path / "rejects.csv"
-    result = CliRunner().invoke(cli, ["validate", str(batch), "--rejects", str(rejects)])
+    result = CliRunner().invoke(
+        cli, ["validate", str(batch), "--rejects", str(rejects)]
+    )
     assert result.exit_code == 65
     assert "row 3" in result.output
     assert "fifty" in result.output
@@ -98,8 +100,16 @@ def test_max_total_refuses_plan(tmp_path: Path) -> None:
     batch = write_csv(tmp_path / "b.csv", numbered_rows(5))
     result = CliRunner().invoke(
         cli,
-        ["run", str(batch), "--sandbox", "--yes", "--max-total", "20",
-         "--journal", str(tmp_path / "j.sqlite")],
+        [
+            "run",
+            str(batch),
+            "--sandbox",
+            "--yes",
+            "--max-total",
+            "20",
+            "--journal",
+            str(tmp_path / "j.sqlite"),
+        ],
     )
     assert result.exit_code == 65
     assert "--max-total" in result.output
@@ -110,8 +120,16 @@ def test_max_rows_refuses_plan(tmp_path: Path) -> None:
     batch = write_csv(tmp_path / "b.csv", numbered_rows(5))
     result = CliRunner().invoke(
         cli,
-        ["run", str(batch), "--sandbox", "--yes", "--max-rows", "4",
-         "--journal", str(tmp_path / "j.sqlite")],
+        [
+            "run",
+            str(batch),
+            "--sandbox",
+            "--yes",
+            "--max-rows",
+            "4",
+            "--journal",
+            str(tmp_path / "j.sqlite"),
+        ],
     )
     assert result.exit_code == 65
     assert "--max-rows" in result.output
@@ -125,7 +143,9 @@ def test_bad_option_is_usage_error(tmp_path: Path) -> None:
 def test_show_unknown_batch_names_fix(tmp_path: Path) -> None:
     batch = write_csv(tmp_path / "b.csv", numbered_rows(1))
     journal = tmp_path / "j.sqlite"
-    CliRunner().invoke(cli, ["run", str(batch), "--sandbox", "--yes", "--journal", str(journal)])
+    CliRunner().invoke(
+        cli, ["run", str(batch), "--sandbox", "--yes", "--journal", str(journal)]
+    )
     result = CliRunner().invoke(cli, ["show", "nope", "--journal", str(journal)])
     assert result.exit_code == 2
     assert "bulk-topup batches" in result.output

@@ -7,7 +7,6 @@ row ends in a state that explains it.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -17,11 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from bulk_topup.crashpoints import POINTS
 from conftest import Sandbox, numbered_rows, run_tool, tool_environment, write_csv
 
-EXPLAINED = {"success", "cancelled", "failed", "review", "invalid", "duplicate", "repeat"}
+from bulk_topup.crashpoints import POINTS
+
+EXPLAINED = {
+    "success",
+    "cancelled",
+    "failed",
+    "review",
+    "invalid",
+    "duplicate",
+    "repeat",
+}
 
 
 def states(journal: Path) -> dict[str, str]:
@@ -38,12 +45,24 @@ def integrity(journal: Path) -> str:
     return str(result)
 
 
-def start_run(batch: Path, sandbox: Sandbox, journal: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
+def start_run(
+    batch: Path, sandbox: Sandbox, journal: Path, *extra: str, **env: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            sys.executable, "-m", "bulk_topup", "run", str(batch),
-            "--base-url", sandbox.url, "--journal", str(journal), "--yes",
-            "--settle-timeout", "30", *extra,
+            sys.executable,
+            "-m",
+            "bulk_topup",
+            "run",
+            str(batch),
+            "--base-url",
+            sandbox.url,
+            "--journal",
+            str(journal),
+            "--yes",
+            "--settle-timeout",
+            "30",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -52,10 +71,23 @@ def start_run(batch: Path, sandbox: Sandbox, journal: Path, *extra: str, **env: 
     )
 
 
-def resume(sandbox: Sandbox, journal: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def resume(
+    sandbox: Sandbox, journal: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return run_tool(
-        "resume", "--base-url", sandbox.url, "--journal", str(journal), "--yes",
-        "--settle-timeout", "30", "--rate", "500", "--concurrency", "16", *extra,
+        "resume",
+        "--base-url",
+        sandbox.url,
+        "--journal",
+        str(journal),
+        "--yes",
+        "--settle-timeout",
+        "30",
+        "--rate",
+        "500",
+        "--concurrency",
+        "16",
+        *extra,
         timeout=300,
     )
 
@@ -83,11 +115,15 @@ def kill_after(process: subprocess.Popen[str], seconds: float) -> None:
 def test_kills_then_resume_charge_once(
     sandbox_factory: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
-    sandbox = sandbox_factory("--processing-seconds", "0.3", "--latency-ms", "5", "--seed", "3")
+    sandbox = sandbox_factory(
+        "--processing-seconds", "0.3", "--latency-ms", "5", "--seed", "3"
+    )
     batch = write_csv(tmp_path / "b.csv", numbered_rows(400))
     journal = tmp_path / "journal.sqlite"
     for delay in (0.8, 1.1, 1.4, 1.7, 2.0, 2.6):
-        process = start_run(batch, sandbox, journal, "--rate", "150", "--concurrency", "8")
+        process = start_run(
+            batch, sandbox, journal, "--rate", "150", "--concurrency", "8"
+        )
         kill_after(process, delay)
     result = resume(sandbox, journal)
     assert result.returncode in (0, 75), result.stderr
@@ -123,7 +159,13 @@ def test_crash_point_then_resume(
     batch = write_csv(tmp_path / "b.csv", numbered_rows(30))
     journal = tmp_path / "journal.sqlite"
     process = start_run(
-        batch, sandbox, journal, "--rate", "100", "--report", str(tmp_path / "r.csv"),
+        batch,
+        sandbox,
+        journal,
+        "--rate",
+        "100",
+        "--report",
+        str(tmp_path / "r.csv"),
         BULK_TOPUP_CRASH_AT=f"{point}:{HITS[point]}",
     )
     process.wait(timeout=120)

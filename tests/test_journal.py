@@ -104,7 +104,11 @@ def test_journal_records_every_transition(tmp_path: Path) -> None:
     journal.start_attempts([("BKTEST0000", "hash-a")])
     journal.transition("BKTEST0000", State.PROCESSING, cause="accepted")
     steps = [(e["old_state"], e["new_state"]) for e in journal.events("BKTEST0000")]
-    assert steps == [(None, "planned"), ("planned", "sending"), ("sending", "processing")]
+    assert steps == [
+        (None, "planned"),
+        ("planned", "sending"),
+        ("sending", "processing"),
+    ]
 
 
 def test_attempt_with_other_body_refused(tmp_path: Path) -> None:

@@ -7,22 +7,33 @@ import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from conftest import Sandbox, numbered_rows, run_json, run_tool, write_csv
+
 from bulk_topup.journal import Journal
 from bulk_topup.planning import DHAKA, PlanOptions, plan_batch
 from bulk_topup.reading import read_batch
 from bulk_topup.validation import validate_table
-from conftest import Sandbox, numbered_rows, run_json, run_tool, write_csv
 
 
 def run_args(sandbox: Sandbox, journal: Path, *extra: str) -> list[str]:
     return [
-        "--base-url", sandbox.url, "--journal", str(journal), "--yes",
-        "--rate", "200", "--settle-timeout", "20", *extra,
+        "--base-url",
+        sandbox.url,
+        "--journal",
+        str(journal),
+        "--yes",
+        "--rate",
+        "200",
+        "--settle-timeout",
+        "20",
+        *extra,
     ]
 
 
 def plan_trxids(batch: Path, journal: Path, sandbox: Sandbox) -> dict[str, str]:
-    code, document = run_json("plan", str(batch), "--journal", str(journal), "--base-url", sandbox.url)
+    code, document = run_json(
+        "plan", str(batch), "--journal", str(journal), "--base-url", sandbox.url
+    )
     assert code == 0, document
     return {row["number"]: row["trxid"] for row in document["transactions"]}
 
@@ -41,7 +52,9 @@ def test_reordered_rows_keep_trxids(sandbox: Sandbox, tmp_path: Path) -> None:
     forward = write_csv(tmp_path / "forward.csv", rows)
     backward = write_csv(tmp_path / "backward.csv", list(reversed(rows)))
     journal = tmp_path / "j.sqlite"
-    assert plan_trxids(forward, journal, sandbox) == plan_trxids(backward, journal, sandbox)
+    assert plan_trxids(forward, journal, sandbox) == plan_trxids(
+        backward, journal, sandbox
+    )
     code, first = run_json("run", str(forward), *run_args(sandbox, journal))
     requests = sandbox.ledger()["requests"]
     code_again, again = run_json("run", str(backward), *run_args(sandbox, journal))
@@ -71,15 +84,22 @@ def test_fixed_file_charges_only_unsent(sandbox: Sandbox, tmp_path: Path) -> Non
     journal = tmp_path / "j.sqlite"
     # Stop the first run halfway: the crash switch kills it after 5 commits.
     first = run_tool(
-        "run", str(batch), "--skip-invalid", *run_args(sandbox, journal, "--concurrency", "1"),
+        "run",
+        str(batch),
+        "--skip-invalid",
+        *run_args(sandbox, journal, "--concurrency", "1"),
         BULK_TOPUP_CRASH_AT="after_answer_before_journal:5",
     )
     assert first.returncode == -9
     charged_before = set(sandbox.charges_per_trxid())
     rows[4][0] = "01719999999"
     write_csv(batch, rows)
-    code, result = run_json("run", str(batch), "--skip-invalid", *run_args(sandbox, journal))
-    resumed = run_tool("resume", "--base-url", sandbox.url, "--journal", str(journal), "--yes")
+    code, result = run_json(
+        "run", str(batch), "--skip-invalid", *run_args(sandbox, journal)
+    )
+    resumed = run_tool(
+        "resume", "--base-url", sandbox.url, "--journal", str(journal), "--yes"
+    )
     ledger = sandbox.ledger()["charges"]
     numbers = [charge["number"] for charge in ledger]
     assert code in (0, 75), result
@@ -94,7 +114,9 @@ def test_same_rows_other_batch_id_repeat(sandbox: Sandbox, tmp_path: Path) -> No
     journal = tmp_path / "j.sqlite"
     run_json("run", str(batch), *run_args(sandbox, journal))
     requests = sandbox.ledger()["requests"]
-    code, again = run_json("run", str(batch), "--batch-id", "again", *run_args(sandbox, journal))
+    code, again = run_json(
+        "run", str(batch), "--batch-id", "again", *run_args(sandbox, journal)
+    )
     assert code == 0, again
     assert again["summary"]["counts"] == {"repeat": 6}
     assert sandbox.ledger()["requests"] == requests
@@ -113,7 +135,13 @@ def test_same_rows_next_day_repeat(sandbox: Sandbox, tmp_path: Path) -> None:
         )
     assert planned.created
     code, resumed = run_json(
-        "resume", planned.batch.batch_id, "--base-url", sandbox.url, "--journal", str(journal), "--yes"
+        "resume",
+        planned.batch.batch_id,
+        "--base-url",
+        sandbox.url,
+        "--journal",
+        str(journal),
+        "--yes",
     )
     assert code == 0, resumed
     assert resumed["summary"]["counts"] == {"repeat": 6}
@@ -123,7 +151,9 @@ def test_same_rows_next_day_repeat(sandbox: Sandbox, tmp_path: Path) -> None:
 def test_split_above_sums_to_amount(sandbox: Sandbox, tmp_path: Path) -> None:
     batch = write_csv(tmp_path / "b.csv", [["01711000001", "GP", "prepaid", "2500"]])
     journal = tmp_path / "j.sqlite"
-    code, result = run_json("run", str(batch), "--split-above", "1000", *run_args(sandbox, journal))
+    code, result = run_json(
+        "run", str(batch), "--split-above", "1000", *run_args(sandbox, journal)
+    )
     amounts = [int(charge["amount"]) for charge in sandbox.ledger()["charges"]]
     assert code == 0, result
     assert sum(amounts) == 2500

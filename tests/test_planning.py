@@ -62,7 +62,9 @@ def test_trxid_changes_with_generation() -> None:
 def test_reordering_rows_keeps_trxids(tmp_path: Path) -> None:
     one = Journal.open(tmp_path / "one.sqlite")
     two = Journal.open(tmp_path / "two.sqlite")
-    a = plan_batch(one, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON)
+    a = plan_batch(
+        one, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON
+    )
     b = plan_batch(
         two,
         validation_of(list(reversed(ROWS)), "renamed.csv"),
@@ -75,9 +77,15 @@ def test_reordering_rows_keeps_trxids(tmp_path: Path) -> None:
 
 def test_same_rows_other_name_resume(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    first = plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON)
+    first = plan_batch(
+        journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON
+    )
     again = plan_batch(
-        journal, validation_of(ROWS, "other.csv"), target="sandbox", options=PlanOptions(), now=NOON
+        journal,
+        validation_of(ROWS, "other.csv"),
+        target="sandbox",
+        options=PlanOptions(),
+        now=NOON,
     )
     assert first.created
     assert not again.created
@@ -86,15 +94,23 @@ def test_same_rows_other_name_resume(tmp_path: Path) -> None:
 
 def test_batch_id_names_file_and_day(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    result = plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON)
+    result = plan_batch(
+        journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON
+    )
     assert re.fullmatch(r"payouts-20261204-[0-9a-f]{8}", result.batch.batch_id)
 
 
 def test_other_target_is_other_batch(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    a = plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON)
+    a = plan_batch(
+        journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON
+    )
     b = plan_batch(
-        journal, validation_of(ROWS), target="http://127.0.0.1:1", options=PlanOptions(), now=NOON
+        journal,
+        validation_of(ROWS),
+        target="http://127.0.0.1:1",
+        options=PlanOptions(),
+        now=NOON,
     )
     assert b.created
     assert set(trxids_of(journal, a.batch.batch_id).values()).isdisjoint(
@@ -104,10 +120,22 @@ def test_other_target_is_other_batch(tmp_path: Path) -> None:
 
 def test_explicit_batch_id_mismatch_refused(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), batch_id="march", now=NOON)
+    plan_batch(
+        journal,
+        validation_of(ROWS),
+        target="sandbox",
+        options=PlanOptions(),
+        batch_id="march",
+        now=NOON,
+    )
     with pytest.raises(PlanRefused) as caught:
         plan_batch(
-            journal, validation_of(ROWS[:2]), target="sandbox", options=PlanOptions(), batch_id="march", now=NOON
+            journal,
+            validation_of(ROWS[:2]),
+            target="sandbox",
+            options=PlanOptions(),
+            batch_id="march",
+            now=NOON,
         )
     assert caught.value.code == "batch_mismatch"
     assert "new --batch-id" in caught.value.message
@@ -115,7 +143,9 @@ def test_explicit_batch_id_mismatch_refused(tmp_path: Path) -> None:
 
 def test_changed_options_refused(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON)
+    plan_batch(
+        journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON
+    )
     with pytest.raises(PlanRefused, match="allow_duplicates"):
         plan_batch(
             journal,
@@ -129,12 +159,18 @@ def test_changed_options_refused(tmp_path: Path) -> None:
 def test_duplicates_held_unless_allowed(tmp_path: Path) -> None:
     rows = [row(2, "01711000001"), row(3, "01711000001", duplicate_of=2)]
     journal = Journal.open(tmp_path / "j.sqlite")
-    held = plan_batch(journal, validation_of(rows), target="sandbox", options=PlanOptions(), now=NOON)
+    held = plan_batch(
+        journal, validation_of(rows), target="sandbox", options=PlanOptions(), now=NOON
+    )
     states = [tx.state for tx in journal.transactions(held.batch.batch_id)]
     assert states == [State.PLANNED, State.DUPLICATE]
     other = Journal.open(tmp_path / "k.sqlite")
     allowed = plan_batch(
-        other, validation_of(rows), target="sandbox", options=PlanOptions(allow_duplicates=True), now=NOON
+        other,
+        validation_of(rows),
+        target="sandbox",
+        options=PlanOptions(allow_duplicates=True),
+        now=NOON,
     )
     txs = other.transactions(allowed.batch.batch_id)
     assert [tx.state for tx in txs] == [State.PLANNED, State.PLANNED]
@@ -143,11 +179,21 @@ def test_duplicates_held_unless_allowed(tmp_path: Path) -> None:
 
 def test_split_parts_get_own_trxids(tmp_path: Path) -> None:
     split = ValidRow(
-        source_row=2, number="01711000001", operator="GP", type="prepaid",
-        amount=2500, parts=(834, 833, 833),
+        source_row=2,
+        number="01711000001",
+        operator="GP",
+        type="prepaid",
+        amount=2500,
+        parts=(834, 833, 833),
     )
     journal = Journal.open(tmp_path / "j.sqlite")
-    result = plan_batch(journal, validation_of([split]), target="sandbox", options=PlanOptions(), now=NOON)
+    result = plan_batch(
+        journal,
+        validation_of([split]),
+        target="sandbox",
+        options=PlanOptions(),
+        now=NOON,
+    )
     txs = journal.transactions(result.batch.batch_id)
     assert [tx.amount for tx in txs] == [834, 833, 833]
     assert len({tx.trxid for tx in txs}) == 3
@@ -155,8 +201,16 @@ def test_split_parts_get_own_trxids(tmp_path: Path) -> None:
 
 def test_newer_file_version_supersedes_unsent(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    old = plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON)
-    new = plan_batch(journal, validation_of(ROWS[:2]), target="sandbox", options=PlanOptions(), now=NOON)
+    old = plan_batch(
+        journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON
+    )
+    new = plan_batch(
+        journal,
+        validation_of(ROWS[:2]),
+        target="sandbox",
+        options=PlanOptions(),
+        now=NOON,
+    )
     old_states = {tx.state for tx in journal.transactions(old.batch.batch_id)}
     assert new.superseded == 3
     assert old_states == {State.SUPERSEDED}
@@ -164,10 +218,24 @@ def test_newer_file_version_supersedes_unsent(tmp_path: Path) -> None:
 
 def test_repeat_guard_counts_sent_rows(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    first = plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), batch_id="one", now=NOON)
+    first = plan_batch(
+        journal,
+        validation_of(ROWS),
+        target="sandbox",
+        options=PlanOptions(),
+        batch_id="one",
+        now=NOON,
+    )
     sent = journal.transactions(first.batch.batch_id)[0]
     journal.start_attempts([(sent.trxid, "h")])
-    second = plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), batch_id="two", now=NOON)
+    second = plan_batch(
+        journal,
+        validation_of(ROWS),
+        target="sandbox",
+        options=PlanOptions(),
+        batch_id="two",
+        now=NOON,
+    )
     txs = journal.transactions(second.batch.batch_id)
     assert [tx.state for tx in txs] == [State.REPEAT, State.PLANNED, State.PLANNED]
     assert txs[0].repeat_of == sent.trxid
@@ -175,7 +243,14 @@ def test_repeat_guard_counts_sent_rows(tmp_path: Path) -> None:
 
 def test_repeat_window_expires_for_final_rows(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    first = plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), batch_id="one", now=NOON)
+    first = plan_batch(
+        journal,
+        validation_of(ROWS),
+        target="sandbox",
+        options=PlanOptions(),
+        batch_id="one",
+        now=NOON,
+    )
     tx = journal.transactions(first.batch.batch_id)[0]
     journal.start_attempts([(tx.trxid, "h")])
     journal.transition(tx.trxid, State.SUCCESS, cause="test")
@@ -186,8 +261,12 @@ def test_repeat_window_expires_for_final_rows(tmp_path: Path) -> None:
 
 def test_preview_writes_nothing(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "j.sqlite")
-    preview = preview_plan(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON)
-    planned = plan_batch(journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON)
+    preview = preview_plan(
+        journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON
+    )
+    planned = plan_batch(
+        journal, validation_of(ROWS), target="sandbox", options=PlanOptions(), now=NOON
+    )
     assert planned.created
     assert [r["trxid"] for r in preview.transactions] == [
         tx.trxid for tx in journal.transactions(planned.batch.batch_id)

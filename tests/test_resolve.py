@@ -9,13 +9,22 @@ from pathlib import Path
 from conftest import Sandbox, numbered_rows, run_json, run_tool, write_csv
 
 
-def review_rows(sandbox_factory: Callable[..., Sandbox], tmp_path: Path) -> tuple[Path, list[str]]:
+def review_rows(
+    sandbox_factory: Callable[..., Sandbox], tmp_path: Path
+) -> tuple[Path, list[str]]:
     sandbox = sandbox_factory("--fault", "drop-before-charge=1", "--seed", "2")
     batch = write_csv(tmp_path / "b.csv", numbered_rows(2))
     journal = tmp_path / "j.sqlite"
     code, result = run_json(
-        "run", str(batch), "--base-url", sandbox.url, "--journal", str(journal),
-        "--yes", "--settle-timeout", "10",
+        "run",
+        str(batch),
+        "--base-url",
+        sandbox.url,
+        "--journal",
+        str(journal),
+        "--yes",
+        "--settle-timeout",
+        "10",
     )
     assert code == 75, result
     assert result["summary"]["counts"] == {"review": 2}
@@ -31,8 +40,14 @@ def test_resolve_settles_review_row(
 ) -> None:
     journal, trxids = review_rows(sandbox_factory, tmp_path)
     code, document = run_json(
-        "resolve", trxids[0], "--as", "failed", "--note", "provider has no record",
-        "--journal", str(journal),
+        "resolve",
+        trxids[0],
+        "--as",
+        "failed",
+        "--note",
+        "provider has no record",
+        "--journal",
+        str(journal),
     )
     assert code == 0
     assert document["state"] == "failed"
@@ -43,12 +58,12 @@ def test_resolve_settles_review_row(
     assert by_trxid[trxids[1]]["state"] == "review"
 
 
-def test_resolve_refuses_other_states(
-    sandbox: Sandbox, tmp_path: Path
-) -> None:
+def test_resolve_refuses_other_states(sandbox: Sandbox, tmp_path: Path) -> None:
     batch = write_csv(tmp_path / "b.csv", numbered_rows(1))
     journal = tmp_path / "j.sqlite"
-    run_json("run", str(batch), "--base-url", sandbox.url, "--journal", str(journal), "--yes")
+    run_json(
+        "run", str(batch), "--base-url", sandbox.url, "--journal", str(journal), "--yes"
+    )
     connection = sqlite3.connect(journal)
     [trxid] = [row[0] for row in connection.execute("SELECT trxid FROM transactions")]
     connection.close()
@@ -63,8 +78,19 @@ def test_show_filters_by_state(
     sandbox_factory: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
     journal, trxids = review_rows(sandbox_factory, tmp_path)
-    run_json("resolve", trxids[0], "--as", "success", "--note", "confirmed", "--journal", str(journal))
-    _, shown = run_json("show", _batch_id(journal), "--state", "review", "--journal", str(journal))
+    run_json(
+        "resolve",
+        trxids[0],
+        "--as",
+        "success",
+        "--note",
+        "confirmed",
+        "--journal",
+        str(journal),
+    )
+    _, shown = run_json(
+        "show", _batch_id(journal), "--state", "review", "--journal", str(journal)
+    )
     assert [row["trxid"] for row in shown["rows"]] == [trxids[1]]
 
 

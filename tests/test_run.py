@@ -9,12 +9,13 @@ import sqlite3
 import stat
 from pathlib import Path
 
-import pytest
-
-from bulk_topup.models import FINAL_STATES
 from conftest import SECRET, Sandbox, numbered_rows, run_json, run_tool, write_csv
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_batches" / "reseller-batch.csv"
+from bulk_topup.models import FINAL_STATES
+
+SAMPLE = (
+    Path(__file__).resolve().parent.parent / "sample_batches" / "reseller-batch.csv"
+)
 
 
 def journal_rows(journal: Path) -> list[dict[str, object]]:
@@ -30,10 +31,23 @@ def read_report(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def run_batch(sandbox: Sandbox, batch: Path, journal: Path, *extra: str) -> tuple[int, dict]:
+def run_batch(
+    sandbox: Sandbox, batch: Path, journal: Path, *extra: str
+) -> tuple[int, dict]:
     return run_json(
-        "run", str(batch), "--base-url", sandbox.url, "--journal", str(journal),
-        "--yes", "--rate", "200", "--concurrency", "16", "--settle-timeout", "20",
+        "run",
+        str(batch),
+        "--base-url",
+        sandbox.url,
+        "--journal",
+        str(journal),
+        "--yes",
+        "--rate",
+        "200",
+        "--concurrency",
+        "16",
+        "--settle-timeout",
+        "20",
         *extra,
     )
 
@@ -42,7 +56,9 @@ def test_sample_batch_charged_once(sandbox: Sandbox, tmp_path: Path) -> None:
     batch = shutil.copy(SAMPLE, tmp_path / "batch.csv")
     journal = tmp_path / "journal.sqlite"
     report = tmp_path / "report.csv"
-    code, result = run_batch(sandbox, Path(batch), journal, "--skip-invalid", "--report", str(report))
+    code, result = run_batch(
+        sandbox, Path(batch), journal, "--skip-invalid", "--report", str(report)
+    )
     ledger = sandbox.ledger()
     charges = sandbox.charges_per_trxid()
     valid = [row for row in journal_rows(journal) if row["state"] != "invalid"]
@@ -70,7 +86,13 @@ def test_second_run_sends_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
     requests_before = sandbox.ledger()["requests"]
     renamed = shutil.copy(batch, tmp_path / "renamed.csv")
     result = run_tool(
-        "run", str(renamed), "--base-url", sandbox.url, "--journal", str(journal), "--yes"
+        "run",
+        str(renamed),
+        "--base-url",
+        sandbox.url,
+        "--journal",
+        str(journal),
+        "--yes",
     )
     assert first_code == 0
     assert result.returncode == 0, result.stderr
@@ -83,7 +105,9 @@ def test_invalid_row_stops_run(sandbox: Sandbox, tmp_path: Path) -> None:
     rows[2][3] = "50.5"
     batch = write_csv(tmp_path / "b.csv", rows)
     journal = tmp_path / "journal.sqlite"
-    result = run_tool("run", str(batch), "--base-url", sandbox.url, "--journal", str(journal), "--yes")
+    result = run_tool(
+        "run", str(batch), "--base-url", sandbox.url, "--journal", str(journal), "--yes"
+    )
     assert result.returncode == 65
     assert "row 4" in result.stdout + result.stderr
     assert "amount" in result.stdout + result.stderr
@@ -109,8 +133,18 @@ def test_secret_never_written(sandbox: Sandbox, tmp_path: Path) -> None:
     log = tmp_path / "debug.log"
     report = tmp_path / "report.csv"
     result = run_tool(
-        "run", str(batch), "--base-url", sandbox.url, "--journal", str(journal),
-        "--yes", "-vv", "--log-file", str(log), "--report", str(report),
+        "run",
+        str(batch),
+        "--base-url",
+        sandbox.url,
+        "--journal",
+        str(journal),
+        "--yes",
+        "-vv",
+        "--log-file",
+        str(log),
+        "--report",
+        str(report),
     )
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
@@ -133,8 +167,14 @@ def test_json_summary_counts_rows(sandbox: Sandbox, tmp_path: Path) -> None:
 def test_embedded_sandbox_run(tmp_path: Path) -> None:
     batch = write_csv(tmp_path / "b.csv", numbered_rows(5))
     code, result = run_json(
-        "run", str(batch), "--sandbox", "--yes", "--journal", str(tmp_path / "j.sqlite"),
-        "--settle-timeout", "30",
+        "run",
+        str(batch),
+        "--sandbox",
+        "--yes",
+        "--journal",
+        str(tmp_path / "j.sqlite"),
+        "--settle-timeout",
+        "30",
     )
     assert code == 0, result
     assert result["summary"]["counts"] == {"success": 5}
@@ -156,7 +196,14 @@ def test_report_command_writes_formats(sandbox: Sandbox, tmp_path: Path) -> None
     out = tmp_path / "out"
     out.mkdir()
     code, document = run_json(
-        "report", result["batch_id"], "--journal", str(journal), "--format", "csv,json,xlsx", "-o", str(out)
+        "report",
+        result["batch_id"],
+        "--journal",
+        str(journal),
+        "--format",
+        "csv,json,xlsx",
+        "-o",
+        str(out),
     )
     assert code == 0
     suffixes = sorted(Path(path).suffix for path in document["reports"])

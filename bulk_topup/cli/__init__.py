@@ -56,9 +56,7 @@ def common_options(command: F) -> F:
             type=click.Path(dir_okay=False, path_type=Path),
             help="TOML config file (default: in the user config directory).",
         ),
-        click.option(
-            "--base-url", help="API base URL (env STU_BASE_URL)."
-        ),
+        click.option("--base-url", help="API base URL (env STU_BASE_URL)."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors."),
         click.option("-v", "--verbose", count=True, help="Log more (-vv: debug)."),
@@ -100,7 +98,9 @@ def handles_errors(command: F) -> F:
         output = Output(as_json=kwargs.get("as_json", False), quiet=False)
         show_traceback = kwargs.pop("traceback", False)
         _configure_logging(
-            kwargs.pop("verbose", 0), kwargs.get("quiet", False), kwargs.pop("log_file", None)
+            kwargs.pop("verbose", 0),
+            kwargs.get("quiet", False),
+            kwargs.pop("log_file", None),
         )
         try:
             return command(**kwargs)
@@ -108,7 +108,9 @@ def handles_errors(command: F) -> F:
             if show_traceback:
                 raise
             if output.as_json:
-                output.document({"error": {"code": error.code, "message": error.message}})
+                output.document(
+                    {"error": {"code": error.code, "message": error.message}}
+                )
             click.echo(f"Error: {error.message}", err=True)
             sys.exit(error.exit_code)
 

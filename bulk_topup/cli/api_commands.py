@@ -66,12 +66,16 @@ def balance(**options: Any) -> None:
             {"balance": str(result.balance), "drive_balance": str(result.drive_balance)}
         )
         return
-    output.say(f"Balance: {result.balance} Taka; drive balance: {result.drive_balance} Taka.")
+    output.say(
+        f"Balance: {result.balance} Taka; drive balance: {result.drive_balance} Taka."
+    )
 
 
 @cli.command()
 @click.option("--operator", help="Only this operator's offers (GP RB AT TT BL ALL).")
-@click.option("--type", "offer_type", type=click.Choice(["regular", "drive"]), help="Offer type.")
+@click.option(
+    "--type", "offer_type", type=click.Choice(["regular", "drive"]), help="Offer type."
+)
 @click.option("--sandbox", is_flag=True, help="Ask the built-in sandbox.")
 @common_options
 @handles_errors
@@ -112,9 +116,17 @@ def status(**options: Any) -> None:
     settings = settings_from(options, sandbox=options["sandbox"])
     answer = _call(settings, lambda client: client.status(options["trxid"]))
     if output.as_json:
-        output.document({"trxid": options["trxid"], "status": answer.status, "message": answer.message})
+        output.document(
+            {
+                "trxid": options["trxid"],
+                "status": answer.status,
+                "message": answer.message,
+            }
+        )
         return
-    output.say(f"{options['trxid']}: {answer.status or 'not found'} {answer.message}".rstrip())
+    output.say(
+        f"{options['trxid']}: {answer.status or 'not found'} {answer.message}".rstrip()
+    )
 
 
 @cli.group()

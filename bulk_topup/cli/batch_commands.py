@@ -13,7 +13,7 @@ import click
 
 from ..errors import ConfigError
 from ..journal import Journal
-from ..models import AmountPolicy, RejectedRow, ValidRow
+from ..models import AmountPolicy, RejectedRow
 from ..planning import PlanOptions, preview_plan, target_of
 from ..reading import read_batch
 from ..runner import (
@@ -46,10 +46,16 @@ def _policy(base: AmountPolicy, split_above: int | None) -> AmountPolicy:
 
 @cli.command()
 @click.argument("file", type=FILE)
-@click.option("--sheet", help="Spreadsheet sheet to read (default: the first with a header).")
+@click.option(
+    "--sheet", help="Spreadsheet sheet to read (default: the first with a header)."
+)
 @click.option("--rejects", type=FILE, help="Write the rejected rows to this CSV file.")
-@click.option("--limit", type=click.IntRange(min=0), help="List at most N rejected rows.")
-@click.option("--split-above", type=click.IntRange(min=1), help="Split amounts above N Taka.")
+@click.option(
+    "--limit", type=click.IntRange(min=0), help="List at most N rejected rows."
+)
+@click.option(
+    "--split-above", type=click.IntRange(min=1), help="Split amounts above N Taka."
+)
 @common_options
 @handles_errors
 def validate(**options: Any) -> None:
@@ -68,9 +74,7 @@ def validate(**options: Any) -> None:
     table = read_batch(options["file"], sheet=options["sheet"])
     validation = validate_table(table, _policy(settings.policy, options["split_above"]))
     document = describe_validation(validation)
-    blocking = [
-        row for row in validation.rows if isinstance(row, RejectedRow)
-    ]
+    blocking = [row for row in validation.rows if isinstance(row, RejectedRow)]
     if options["rejects"]:
         write_rejects(validation, options["rejects"])
     if output.as_json:
@@ -132,16 +136,47 @@ def _request(options: dict[str, Any], policy: AmountPolicy) -> RunRequest:
 def sending_options(command: Any) -> Any:
     """Add the options of ``run`` and ``resume``."""
     options = [
-        click.option("--rate", type=click.FloatRange(min=0.01), help="Requests per second (default 10)."),
-        click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight at once (default 8)."),
-        click.option("--sandbox", is_flag=True, help="Run against the built-in sandbox, with its own journal."),
-        click.option("--yes", "-y", is_flag=True, help="Send without asking for confirmation."),
-        click.option("--allow-partial", is_flag=True, help="Send what the balance covers; hold the rest."),
-        click.option("--no-settle", is_flag=True, help="Do not poll status after sending."),
-        click.option("--settle-timeout", type=click.FloatRange(min=0), help="Seconds to poll status after sending (default 600)."),
+        click.option(
+            "--rate",
+            type=click.FloatRange(min=0.01),
+            help="Requests per second (default 10).",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(min=1),
+            help="Requests in flight at once (default 8).",
+        ),
+        click.option(
+            "--sandbox",
+            is_flag=True,
+            help="Run against the built-in sandbox, with its own journal.",
+        ),
+        click.option(
+            "--yes", "-y", is_flag=True, help="Send without asking for confirmation."
+        ),
+        click.option(
+            "--allow-partial",
+            is_flag=True,
+            help="Send what the balance covers; hold the rest.",
+        ),
+        click.option(
+            "--no-settle", is_flag=True, help="Do not poll status after sending."
+        ),
+        click.option(
+            "--settle-timeout",
+            type=click.FloatRange(min=0),
+            help="Seconds to poll status after sending (default 600).",
+        ),
         click.option("--report", type=FILE, help="Write the CSV report here."),
-        click.option("--same-number-gap", type=click.FloatRange(min=0), help="Seconds between rows for one number."),
-        click.option("--on-finish", help="Command to run with the summary JSON on its standard input."),
+        click.option(
+            "--same-number-gap",
+            type=click.FloatRange(min=0),
+            help="Seconds between rows for one number.",
+        ),
+        click.option(
+            "--on-finish",
+            help="Command to run with the summary JSON on its standard input.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -152,13 +187,37 @@ def plan_options(command: Any) -> Any:
     """Add the options that change a plan."""
     options = [
         click.option("--sheet", help="Spreadsheet sheet to read."),
-        click.option("--batch-id", help="Use this batch id instead of the file's identity."),
-        click.option("--skip-invalid", is_flag=True, help="Send the valid rows; report the rest as invalid."),
-        click.option("--allow-duplicates", is_flag=True, help="Send repeated equal rows too."),
-        click.option("--allow-repeat", is_flag=True, help="Send rows that another batch paid recently."),
-        click.option("--split-above", type=click.IntRange(min=1), help="Split amounts above N Taka into parts."),
-        click.option("--max-total", type=click.IntRange(min=1), help="Refuse a batch above this many Taka."),
-        click.option("--max-rows", type=click.IntRange(min=1), help="Refuse a batch above this many rows."),
+        click.option(
+            "--batch-id", help="Use this batch id instead of the file's identity."
+        ),
+        click.option(
+            "--skip-invalid",
+            is_flag=True,
+            help="Send the valid rows; report the rest as invalid.",
+        ),
+        click.option(
+            "--allow-duplicates", is_flag=True, help="Send repeated equal rows too."
+        ),
+        click.option(
+            "--allow-repeat",
+            is_flag=True,
+            help="Send rows that another batch paid recently.",
+        ),
+        click.option(
+            "--split-above",
+            type=click.IntRange(min=1),
+            help="Split amounts above N Taka into parts.",
+        ),
+        click.option(
+            "--max-total",
+            type=click.IntRange(min=1),
+            help="Refuse a batch above this many Taka.",
+        ),
+        click.option(
+            "--max-rows",
+            type=click.IntRange(min=1),
+            help="Refuse a batch above this many rows.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -255,9 +314,17 @@ def resume(**options: Any) -> None:
 
 @cli.command()
 @click.argument("batch", required=False)
-@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True, help="Seconds to keep polling.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds to keep polling.",
+)
 @click.option("--sandbox", is_flag=True, help="Use the sandbox journal.")
-@click.option("--rate", type=click.FloatRange(min=0.01), help="Requests per second (default 10).")
+@click.option(
+    "--rate", type=click.FloatRange(min=0.01), help="Requests per second (default 10)."
+)
 @common_options
 @handles_errors
 def reconcile(**options: Any) -> None:
@@ -270,7 +337,9 @@ def reconcile(**options: Any) -> None:
     """
     output = Output(as_json=options["as_json"], quiet=options["quiet"])
     settings = settings_from(options, sandbox=options["sandbox"])
-    request = _request({**options, "settle_timeout": options["timeout"]}, settings.policy)
+    request = _request(
+        {**options, "settle_timeout": options["timeout"]}, settings.policy
+    )
     result = reconcile_batch(settings, options["batch"], request)
     report_result(output, result, None)
 
@@ -294,7 +363,9 @@ def plan(**options: Any) -> None:
     request = _request(options, settings.policy)
     table = read_batch(options["file"], sheet=options["sheet"])
     validation = validate_table(table, request.plan.policy)
-    journal = Journal.open(settings.journal_path) if settings.journal_path.exists() else None
+    journal = (
+        Journal.open(settings.journal_path) if settings.journal_path.exists() else None
+    )
     preview = preview_plan(
         journal,
         validation,
@@ -325,7 +396,9 @@ def _print_plan(output: Output, preview: Any, balance: Any) -> None:
     totals: Counter[tuple[str, str]] = Counter()
     for row in to_send:
         totals[(row["operator"], row["type"])] += row["amount"]
-    held = Counter(row["state"] for row in rows if row["state"] not in ("planned", "held"))
+    held = Counter(
+        row["state"] for row in rows if row["state"] not in ("planned", "held")
+    )
     document = {
         "batch_id": preview.batch_id,
         "existing": preview.existing is not None,
@@ -344,8 +417,17 @@ def _print_plan(output: Output, preview: Any, balance: Any) -> None:
             {
                 name: row.get(name)
                 for name in (
-                    "trxid", "source_row", "part", "number", "operator", "type",
-                    "amount", "package_id", "reference", "state", "repeat_of",
+                    "trxid",
+                    "source_row",
+                    "part",
+                    "number",
+                    "operator",
+                    "type",
+                    "amount",
+                    "package_id",
+                    "reference",
+                    "state",
+                    "repeat_of",
                     "duplicate_of",
                 )
             }
@@ -356,8 +438,10 @@ def _print_plan(output: Output, preview: Any, balance: Any) -> None:
         output.document(document)
         return
     state = "already in the journal" if preview.existing else "new"
-    output.say(f"Batch {preview.batch_id} ({state}): {len(to_send)} to send, "
-               f"{document['total_amount']} Taka.")
+    output.say(
+        f"Batch {preview.batch_id} ({state}): {len(to_send)} to send, "
+        f"{document['total_amount']} Taka."
+    )
     for item in document["totals"]:
         output.say(f"  {item['operator']} {item['type']}: {item['amount']} Taka")
     for name, count in sorted(held.items()):

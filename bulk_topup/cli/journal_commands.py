@@ -209,7 +209,7 @@ def resolve(**options: Any) -> None:
 
     \b
     Examples:
-        bulk-topup resolve BK4K2JX... --as success --note "confirmed by support, ticket 881"
+        bulk-topup resolve BK4K2JX... --as success --note "support ticket 881"
         bulk-topup resolve BK4K2JX... --as failed --note "provider has no record"
     """
     output = Output(as_json=options["as_json"], quiet=options["quiet"])
