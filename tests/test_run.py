@@ -222,3 +222,15 @@ def test_batches_lists_progress(sandbox: Sandbox, tmp_path: Path) -> None:
     assert item["counts"] == {"success": 4}
     assert item["total_amount"] == 10 + 11 + 12 + 13
     assert item["kind"] == "recharge"
+
+
+def test_on_finish_gets_summary(sandbox: Sandbox, tmp_path: Path) -> None:
+    batch = write_csv(tmp_path / "b.csv", numbered_rows(2))
+    received = tmp_path / "summary.json"
+    code, _ = run_batch(
+        sandbox, batch, tmp_path / "j.sqlite", "--on-finish", f"cat > {received}"
+    )
+    document = json.loads(received.read_text())
+    assert code == 0
+    assert document["summary"]["counts"] == {"success": 2}
+    assert document["exit_code"] == 0
