@@ -11,6 +11,7 @@ half a report under the final name.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -27,7 +28,7 @@ from .journal import Batch, Journal, Transaction
 from .models import State
 from .planning import DHAKA
 
-FORMATS = ("csv", "json", "xlsx")
+FORMATS = ("csv", "json", "xlsx", "html")
 COLUMNS = (
     "source_row",
     "number",
@@ -217,6 +218,75 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str,
             yield f"{prefix}{name}", "" if value is None else str(value)
 
 
+def render_html(rows: Sequence[Mapping[str, str]], summary: Mapping[str, Any]) -> str:
+    """Return a self-contained page: the summary, two charts and every row."""
+    title = f"Batch {summary['batch_id']}"
+    counts = summary["counts"]
+    operators = {name: values["taka"] for name, values in summary["operators"].items()}
+    fieldnames = list(rows[0]) if rows else list(COLUMNS)
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in fieldnames)
+    body = "\n".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape(row.get(name, ''))}</td>" for name in fieldnames)
+        + "</tr>"
+        for row in rows
+    )
+    facts = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+        for name, value in _flatten(summary)
+        if "." not in name
+    )
+    return _PAGE.format(
+        title=html.escape(title),
+        facts=facts,
+        states_chart=_bar_chart("Rows per state", counts),
+        operators_chart=_bar_chart("Taka per operator", operators),
+        header=header,
+        body=body,
+    )
+
+
+def _bar_chart(title: str, values: Mapping[str, int]) -> str:
+    """Return an inline SVG bar chart of named counts."""
+    width, bar_height = 420, 22
+    largest = max(values.values(), default=0) or 1
+    bars = []
+    for index, (name, value) in enumerate(sorted(values.items())):
+        y = index * (bar_height + 6)
+        length = int(260 * value / largest)
+        bars.append(
+            f'<text x="0" y="{y + 16}">{html.escape(name)}</text>'
+            f'<rect x="110" y="{y}" width="{length}" height="{bar_height}"></rect>'
+            f'<text x="{116 + length}" y="{y + 16}">{value}</text>'
+        )
+    height = max(1, len(values)) * (bar_height + 6)
+    return (
+        f"<figure><figcaption>{html.escape(title)}</figcaption>"
+        f'<svg width="{width}" height="{height}" role="img">{"".join(bars)}</svg>'
+        "</figure>"
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; font-size: 12px; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; }}
+rect {{ fill: #3b7dd8; }} svg text {{ font-size: 12px; }}
+figure {{ display: inline-block; margin-right: 3em; }}
+</style></head><body>
+<h1>{title}</h1>
+<table>{facts}</table>
+{states_chart}{operators_chart}
+<h2>Rows</h2>
+<table><thead><tr>{header}</tr></thead><tbody>
+{body}
+</tbody></table>
+</body></html>
+"""
+
+
 def write_atomically(path: Path, content: str | None, writer: Any = None) -> None:
     """Write a file under a temporary name in its folder, then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +322,8 @@ def write_report(
         write_atomically(path, render_csv(rows))
     elif report_format == "json":
         write_atomically(path, render_json(rows, summary))
+    elif report_format == "html":
+        write_atomically(path, render_html(rows, summary))
     elif report_format == "xlsx":
         write_atomically(path, None, lambda target: write_xlsx(target, rows, summary))
     else:
