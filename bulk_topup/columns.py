@@ -76,7 +76,7 @@ def is_report_header(header: Iterable[str]) -> bool:
 
 @dataclass(frozen=True)
 class HeaderMatch:
-    """How the cells of one row map to batch columns.
+    """The mapping of one row's cells to batch columns.
 
     ``columns`` maps each recognised canonical column to its position;
     ``conflicts`` lists canonical columns named by more than one cell.
@@ -89,7 +89,7 @@ class HeaderMatch:
 
     @property
     def is_complete(self) -> bool:
-        """Whether every required column is present exactly once."""
+        """Whether every required column is present and no column is named twice."""
         return not self.missing and not self.conflicts
 
 

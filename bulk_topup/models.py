@@ -30,7 +30,7 @@ class CellKind(enum.Enum):
     EMPTY = "empty"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cell:
     """One cell as text, with the kind of value the file stored in it.
 
@@ -43,7 +43,7 @@ class Cell:
     kind: CellKind = CellKind.TEXT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceRecord:
     """One physical record after the header, numbered as the user sees it."""
 
@@ -66,7 +66,7 @@ class SourceTable:
     decimal_comma: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """One failed check on one cell: the row as the user sees it, and the fix."""
 
@@ -77,7 +77,7 @@ class Problem:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ValidRow:
     """A row that can be sent, normalised, with every change it went through.
 
@@ -113,7 +113,7 @@ class ValidRow:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RejectedRow:
     """A row that fails one or more checks; ``problems`` says where and why."""
 
@@ -128,7 +128,7 @@ class RejectedRow:
         return tuple(problem.reason for problem in self.problems)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SkippedRow:
     """A row that carries no data: ``blank_row`` or ``repeated_header``."""
 
@@ -136,7 +136,7 @@ class SkippedRow:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BillRow:
     """A valid bill-payment row; ``amount`` may carry poisha.
 

@@ -81,9 +81,10 @@ _DIGITS = re.compile(r"\d+")
 def clean_text(text: str) -> str:
     """Return a cell's text with Unicode noise removed, ready for the rules.
 
-    NFKC; format characters (zero-width, bidi marks, BOM) and variation
-    selectors dropped; every kind of space as a plain space; every decimal
-    digit (Bengali, Arabic-Indic, full-width) as ASCII; trimmed.
+    The text is NFKC-normalised and trimmed. Format characters (zero-width,
+    bidi marks, BOM) and variation selectors are dropped. Every kind of space
+    becomes a plain space, and every decimal digit (Bengali, Arabic-Indic,
+    full-width) becomes ASCII.
     """
     if text.isascii():
         return text.strip()
@@ -125,7 +126,7 @@ class Outcome:
 
 
 def normalise_number(cell: Cell) -> Outcome:
-    """Normalise a mobile number to ``01XXXXXXXXX`` or say why it is refused."""
+    """Normalise a mobile number to ``01XXXXXXXXX``, or return why it is invalid."""
     problem = kind_problem(cell)
     if problem:
         return Outcome(reason=problem)

@@ -9,7 +9,8 @@ crash after the commit leaves the row ``sending``, which is settled through
 Rows are committed as ``sending`` in small groups: those whose rate-limited
 start falls within the next ``group_window`` seconds. That keeps the journal's
 fsyncs off the critical path at high rates, and keeps a row ``sending`` for
-at most that long before its request goes out.
+about that long before its request goes out. When the event loop falls
+behind the rate, a row can wait up to about ``concurrency / rate`` longer.
 """
 
 from __future__ import annotations
@@ -204,6 +205,10 @@ class Sender:
 
     def _ready_at(self, tx: Transaction) -> float:
         """Return the earliest start that keeps the same-number gap."""
+        # NOTE: the gap counts from the real start of the number's last
+        # request, which is known only once it has left. A gap shorter than
+        # the time a start can run late (about concurrency / rate, plus the
+        # group window) can come out shorter by up to that time.
         gap = self.settings.same_number_gap
         return self._last_start.get(tx.number or "", -gap) + gap
 
@@ -267,17 +272,13 @@ class Sender:
             await self._sleep(delay)
         if self._clock() < self.limiter.paused_until:
             await self.limiter.acquire()
+        else:
+            await self.limiter.wait_spacing()
+        # A busy event loop can start a request later than it was reserved,
+        # so the same-number gap counts from the real start.
+        self._last_start[tx.number or ""] = self._clock()
         fields = recharge_fields(tx)
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(NotSent),
-            stop=stop_any(
-                stop_after_attempt(self.settings.row_retries + 1),
-                _BudgetSpent(self.state),
-            ),
-            wait=self._wait_before_retry,
-            sleep=self._sleep,
-            reraise=True,
-        )
+        retrying = self.retry_policy()
         numbers = {"attempt": attempt}
         try:
             async for attempt_state in retrying:
@@ -292,10 +293,44 @@ class Sender:
             if current is not None:
                 self._on_progress(current)
 
+    def retry_policy(self, call: str | None = None) -> AsyncRetrying:
+        """Return the policy that repeats a call which surely never reached the API.
+
+        It repeats only ``NotSent`` errors, at most ``row_retries`` times and
+        while the batch's retry budget lasts, and honours ``Retry-After``.
+        With ``call``, each retry is logged under that name; recharges log
+        their own retries with the trxid.
+        """
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(NotSent),
+            stop=stop_any(
+                stop_after_attempt(self.settings.row_retries + 1),
+                _BudgetSpent(self.state),
+            ),
+            wait=self._wait_before_retry,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        if call is None:
+            return retrying
+
+        def log_retry(retry_state: RetryCallState) -> None:
+            outcome = retry_state.outcome
+            logger.warning(
+                "retrying %s (attempt %d): %s",
+                call,
+                retry_state.attempt_number + 1,
+                outcome.exception() if outcome else "no outcome",
+            )
+
+        return retrying.copy(before_sleep=log_retry)
+
     def _wait_before_retry(self, retry_state: RetryCallState) -> float:
         self.state.retries_left -= 1
         backoff = wait_exponential_jitter(
-            initial=self.settings.backoff_initial, max=self.settings.backoff_max
+            multiplier=self.settings.backoff_initial,
+            max=self.settings.backoff_max,
+            jitter=self.settings.backoff_initial,
         )(retry_state)
         error = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(error, RateLimited) and error.retry_after is not None:

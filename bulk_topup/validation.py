@@ -7,18 +7,19 @@ exceptions; only a table without its required columns raises ``InputError``.
 
 Rows of a CSV that are already clean (a plain ``01[3-9]`` number, an exact
 operator code or none, ``prepaid``/``postpaid`` or none, digits for the
-amount) are recognised by a vectorised polars pass and skip the per-cell
-normalisers, which is what keeps a million-row file to seconds.
+amount) are recognised by a vectorised polars pass. They skip the per-cell
+normalisers, and that keeps a million-row file to seconds.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +59,7 @@ from .normalise import (
     parse_bill_amount,
     whole_taka,
 )
+from .reading import FREEZE_MIN_RECORDS, paused_gc
 
 EMPTY = Cell("", CellKind.EMPTY)
 # One row split by --split-above never becomes more transactions than this.
@@ -108,7 +110,7 @@ FIXES = {
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each batch column is in a table's records."""
+    """Positions of the batch columns in a table's records."""
 
     header: tuple[str, ...]
     positions: Mapping[str, int]
@@ -140,12 +142,16 @@ def validate_table(
         raise columns.header_error(Path(table.path).name, match)
     fields = BILL_FIELDS + ("note",) if match.kind == "bill" else RECHARGE_FIELDS
     layout = _layout(table.header, match, fields)
-    if match.kind == "bill":
-        allowed = frozenset(code.upper() for code in bill_operators)
-        rows = [_check_bill(record, layout, allowed, table) for record in table.records]
-        return Validation(table, tuple(_mark_bill_duplicates(rows)), kind="bill")
-    checked = _check_recharges(table, layout, policy)
-    return Validation(table, tuple(_mark_recharge_duplicates(checked, layout)))
+    with paused_gc(freeze=len(table.records) >= FREEZE_MIN_RECORDS):
+        if match.kind == "bill":
+            allowed = frozenset(code.upper() for code in bill_operators)
+            bills = [
+                _check_bill(record, layout, allowed, table) for record in table.records
+            ]
+            return Validation(table, tuple(_mark_bill_duplicates(bills)), kind="bill")
+        checked = _check_recharges(table, layout, policy)
+        rows = _mark_recharge_duplicates(checked, layout)
+    return Validation(table, tuple(rows))
 
 
 def _layout(
@@ -172,15 +178,44 @@ def _skip_reason(record: SourceRecord, layout: Layout) -> str | None:
     return None
 
 
-def _raw(record: SourceRecord, header: Sequence[str]) -> dict[str, str]:
-    cells = record.cells
-    raw = {
-        name: cells[index].text if index < len(cells) else ""
-        for index, name in enumerate(header)
-    }
-    for index in range(len(header), len(cells)):
-        raw[f"column_{index + 1}"] = cells[index].text
-    return raw
+class RowCells(Mapping[str, str]):
+    """A record's original cell texts by header name, as a read-only view.
+
+    A view instead of a dict per row saves about 300 bytes a row, which
+    matters for a million-row batch. Fields past the header are named
+    ``column_<n>``, counting from 1. ``dict(view)`` gives a plain dict.
+    """
+
+    __slots__ = ("_positions", "_cells")
+
+    def __init__(self, positions: Mapping[str, int], cells: tuple[Cell, ...]) -> None:
+        self._positions = positions
+        self._cells = cells
+
+    def __getitem__(self, name: str) -> str:
+        position = self._positions[name]
+        return self._cells[position].text if position < len(self._cells) else ""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._positions)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def _raw(record: SourceRecord, header: tuple[str, ...]) -> RowCells:
+    return RowCells(_positions(header, len(record.cells)), record.cells)
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(header: tuple[str, ...], width: int) -> Mapping[str, int]:
+    positions = {name: index for index, name in enumerate(header)}
+    for index in range(len(header), width):
+        positions[f"column_{index + 1}"] = index
+    return positions
 
 
 def _extra(record: SourceRecord, layout: Layout) -> dict[str, str]:
@@ -210,7 +245,14 @@ def _overflow(record: SourceRecord, layout: Layout) -> Problem | None:
 
 def _fix(reason: str, value: str, **context: object) -> str:
     template = FIXES.get(reason, reason.replace("_", " ") + " `{value}`")
-    return template.format(value=value, **context)
+    return template.format_map(_Context(context, value=value))
+
+
+class _Context(dict[str, object]):
+    """Message values, where a value that the caller left out reads "the limit"."""
+
+    def __missing__(self, key: str) -> str:
+        return "the limit"
 
 
 def _problem(
@@ -249,14 +291,19 @@ class _Checked:
 def _check_recharges(
     table: SourceTable, layout: Layout, policy: AmountPolicy
 ) -> list[_Checked]:
-    clean = _clean_rows(table, layout, policy)
-    checked = []
+    fast = _FastPath.build(table, layout, policy)
+    if fast is None:
+        return [
+            _check_recharge(record, layout, policy, table.decimal_comma)
+            for record in table.records
+        ]
+    checked = fast.rows(table.records)
     for index, record in enumerate(table.records):
-        if clean is not None and clean[index]:
-            checked.append(_fast_row(record, layout, policy))
-        else:
-            checked.append(_check_recharge(record, layout, policy, table.decimal_comma))
-    return checked
+        if checked[index] is None:
+            checked[index] = _check_recharge(
+                record, layout, policy, table.decimal_comma
+            )
+    return checked  # type: ignore[return-value]
 
 
 def _check_recharge(
@@ -281,7 +328,7 @@ class _RechargeCheck:
         layout: Layout,
         policy: AmountPolicy,
         decimal_comma: bool,
-        raw: dict[str, str],
+        raw: RowCells,
     ) -> None:
         self.record = record
         self.layout = layout
@@ -289,7 +336,6 @@ class _RechargeCheck:
         self.decimal_comma = decimal_comma
         self.raw = raw
         self.problems: list[Problem] = []
-        self.warnings: list[str] = []
         self.notes: list[str] = []
 
     def fail(self, name: str, reason: str, **context: object) -> None:
@@ -298,6 +344,8 @@ class _RechargeCheck:
         )
 
     def note(self, name: str, after: str | None) -> None:
+        if name not in self.layout.positions:
+            return
         before = self.layout.cell(self.record, name).text
         note = _change_note(self.layout.column(name), before, after)
         if note:
@@ -316,20 +364,23 @@ class _RechargeCheck:
             self.fail("type", kind.reason)
         elif operator.value == "SK" and kind.value == "postpaid":
             self.fail("type", "skitto_requires_prepaid")
+
         package = self.optional_text("package_id")
         amount = self.amount(operator.value, package)
         reference = self.optional_text("reference")
         if self.problems or not (number.value and operator.value and kind.value):
-            return _Checked(
-                RejectedRow(self.record.source_row, tuple(self.problems), self.raw),
-                reference,
+            rejected = RejectedRow(
+                self.record.source_row, tuple(self.problems), self.raw
             )
+            return _Checked(rejected, reference)
+
         assert amount is not None
         self.note("number", number.value)
         self.note_operator(operator.value, operator.warning)
         self.note("type", kind.value)
         self.note("amount", str(amount[0]))
-        self.warnings += [w for w in (operator.warning, kind.warning) if w]
+        self.note("package_id", package)
+        self.note("reference", reference)
         row = ValidRow(
             source_row=self.record.source_row,
             number=number.value,
@@ -338,7 +389,7 @@ class _RechargeCheck:
             amount=amount[0],
             package_id=package,
             reference=reference,
-            warnings=tuple(self.warnings),
+            warnings=tuple(w for w in (operator.warning, kind.warning) if w),
             notes=tuple(self.notes),
             extra=_extra(self.record, self.layout),
             raw=self.raw,
@@ -360,10 +411,7 @@ class _RechargeCheck:
             self.fail(name, problem)
             return None
         text = clean_text(cell.text)
-        value = None if is_empty(text) else text
-        if name in self.layout.positions and cell.text:
-            self.note(name, value)
-        return value
+        return None if is_empty(text) else text
 
     def amount(
         self, operator: str | None, package: str | None
@@ -390,7 +438,7 @@ class _AmountResult:
 def _recharge_amount(
     parsed: Amount, operator: str | None, package: str | None, policy: AmountPolicy
 ) -> _AmountResult:
-    """Check an amount against the policy and split it when it asks to."""
+    """Check an amount against the policy and split it above ``split_above``."""
     if parsed.value is None:
         return _AmountResult(reason=str(parsed.reason))
     amount = whole_taka(parsed.value)
@@ -429,26 +477,105 @@ def split_amount(amount: int, count: int) -> tuple[int, ...]:
 # --- the vectorised fast path ------------------------------------------------
 
 
-def _clean_rows(
-    table: SourceTable, layout: Layout, policy: AmountPolicy
-) -> list[bool] | None:
-    """Mark the CSV rows that need no normalisation, or None to check them all.
+@dataclass(frozen=True)
+class _FastPath:
+    """The columns of a CSV as lists, and which rows need no normalisation.
 
     A clean row has no fields past the header, a plain 01[3-9] number, an
     operator that owns the prefix (or none, to infer), prepaid/postpaid (or
     none), a digits-only amount within the policy, and plain ASCII package and
     reference values. Everything else goes through the per-cell rules.
     """
-    records = table.records
-    if table.format != "csv" or len(records) < FAST_PATH_MIN_ROWS:
-        return None
-    frame = pl.DataFrame(
-        {name: _texts(records, layout, name) for name in RECHARGE_FIELDS}
-        | {"fits": [len(record.cells) <= len(layout.header) for record in records]},
-        schema={**dict.fromkeys(RECHARGE_FIELDS, pl.String), "fits": pl.Boolean},
-    )
-    mask = frame.select(_clean_expression(policy).fill_null(False)).to_series()
-    return mask.to_list()
+
+    layout: Layout
+    texts: Mapping[str, list[str]]
+    clean: list[bool]
+
+    @classmethod
+    def build(
+        cls, table: SourceTable, layout: Layout, policy: AmountPolicy
+    ) -> _FastPath | None:
+        """Mark the clean rows of a CSV, or return None to check every row."""
+        records = table.records
+        if table.format != "csv" or len(records) < FAST_PATH_MIN_ROWS:
+            return None
+        texts = {name: _texts(records, layout, name) for name in RECHARGE_FIELDS}
+        fits = [len(record.cells) <= len(layout.header) for record in records]
+        frame = pl.DataFrame(
+            texts | {"fits": fits},
+            schema={**dict.fromkeys(RECHARGE_FIELDS, pl.String), "fits": pl.Boolean},
+        )
+        clean = frame.select(_clean_expression(policy).fill_null(False)).to_series()
+        return cls(layout, texts, clean.to_list())
+
+    def rows(self, records: Sequence[SourceRecord]) -> list[_Checked | None]:
+        """Build the valid rows of the clean records, None for the others."""
+        texts, layout = self.texts, self.layout
+        header = layout.header
+        columns = zip(
+            self.clean,
+            records,
+            texts["number"],
+            texts["operator"],
+            texts["type"],
+            texts["amount"],
+            texts["package_id"],
+            texts["reference"],
+            strict=True,
+        )
+        built: list[_Checked | None] = []
+        for (
+            clean,
+            record,
+            number,
+            operator,
+            kind,
+            amount,
+            package,
+            reference,
+        ) in columns:
+            if not clean:
+                built.append(None)
+                continue
+            warnings: tuple[str, ...] = ()
+            notes: tuple[str, ...] = ()
+            if not operator or not kind:
+                operator, kind, warnings, notes = _fill_defaults(
+                    layout, number, operator, kind
+                )
+            value = int(amount)
+            row = ValidRow(
+                source_row=record.source_row,
+                number=number,
+                operator=operator,
+                type=kind,
+                amount=value,
+                package_id=package or None,
+                reference=reference or None,
+                warnings=warnings,
+                notes=notes,
+                extra=_extra(record, layout) if layout.extra else {},
+                raw=_raw(record, header),
+                parts=(value,),
+            )
+            built.append(_Checked(row, row.reference))
+        return built
+
+
+def _fill_defaults(
+    layout: Layout, number: str, operator: str, kind: str
+) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    warnings, notes = [], []
+    if not operator:
+        operator = PREFIX_OWNERS[number[:3]]
+        warnings.append("operator_inferred")
+        column = layout.column("operator")
+        notes.append(f"{column}: empty, inferred `{operator}` from the prefix")
+    if not kind:
+        kind = "prepaid"
+        warnings.append("type_defaulted")
+        notes.append(f"{layout.column('type')}: empty, sent `prepaid`")
+    return operator, kind, tuple(warnings), tuple(notes)
 
 
 def _texts(records: Sequence[SourceRecord], layout: Layout, name: str) -> list[str]:
@@ -467,12 +594,14 @@ def _clean_expression(policy: AmountPolicy) -> pl.Expr:
     prefix = number.str.slice(0, 3)
     owner = prefix.replace_strict(PREFIX_OWNERS, default=None)
     prepaid = (kind == "prepaid") | (kind == "")
+
     operator_ok = (
         (operator == "")
         | (operator == owner)
         | (operator == "BT")
         | ((operator == "SK") & prefix.is_in(["013", "017"]) & prepaid)
     )
+
     value = amount.cast(pl.Int64, strict=False)
     effective = pl.when(operator == "").then(owner).otherwise(operator)
     minimum = effective.replace_strict(
@@ -487,6 +616,7 @@ def _clean_expression(policy: AmountPolicy) -> pl.Expr:
             amount_ok = amount_ok & ((effective != code) | (value <= maximum))
     if policy.split_above:
         amount_ok = amount_ok & (value <= policy.split_above)
+
     return (
         pl.col("fits")
         & number.str.contains(r"^01[3-9][0-9]{8}$")
@@ -504,40 +634,6 @@ def _plain_text(column: pl.Expr) -> pl.Expr:
     return (column == "") | (plain & ~sentinel)
 
 
-def _fast_row(record: SourceRecord, layout: Layout, policy: AmountPolicy) -> _Checked:
-    cell = layout.cell
-    number = cell(record, "number").text
-    operator = cell(record, "operator").text
-    kind = cell(record, "type").text
-    warnings, notes = [], []
-    if not operator:
-        operator = PREFIX_OWNERS[number[:3]]
-        warnings.append("operator_inferred")
-        column = layout.column("operator")
-        notes.append(f"{column}: empty, inferred `{operator}` from the prefix")
-    if not kind:
-        kind = "prepaid"
-        warnings.append("type_defaulted")
-        notes.append(f"{layout.column('type')}: empty, sent `prepaid`")
-    amount = int(cell(record, "amount").text)
-    reference = cell(record, "reference").text or None
-    row = ValidRow(
-        source_row=record.source_row,
-        number=number,
-        operator=operator,
-        type=kind,
-        amount=amount,
-        package_id=cell(record, "package_id").text or None,
-        reference=reference,
-        warnings=tuple(warnings),
-        notes=tuple(notes),
-        extra=_extra(record, layout),
-        raw=_raw(record, layout.header),
-        parts=(amount,),
-    )
-    return _Checked(row, reference)
-
-
 # --- duplicates --------------------------------------------------------------
 
 
@@ -547,29 +643,35 @@ def _mark_recharge_duplicates(
     """Reject shared references, mark later equal rows, flag repeated numbers."""
     rows = _reject_shared_references(checked, layout)
     first: dict[tuple[str, str, str, int, str], ValidRow] = {}
+    numbers: Counter[str] = Counter()
     for index, row in enumerate(rows):
         if not isinstance(row, ValidRow):
             continue
-        earlier = first.get(row.key)
-        if earlier is None:
-            first[row.key] = row
-        elif not (earlier.reference and row.reference):
+        key = row.key
+        earlier = first.setdefault(key, row)
+        if earlier is row or (earlier.reference and row.reference):
+            numbers[row.number] += 1
+        else:
             rows[index] = replace(row, duplicate_of=earlier.source_row)
-    return _warn_repeated_numbers(rows)
+    repeated = {number for number, count in numbers.items() if count > 1}
+    if repeated:
+        _warn_repeated_numbers(rows, repeated)
+    return rows
 
 
 def _reject_shared_references(
     checked: Sequence[_Checked], layout: Layout
 ) -> list[BatchRow]:
-    holders: dict[str, list[int]] = {}
+    first: dict[str, int] = {}
+    shared: dict[str, list[int]] = {}
     for index, item in enumerate(checked):
         if item.reference and not isinstance(item.row, SkippedRow):
-            holders.setdefault(item.reference, []).append(index)
+            earlier = first.setdefault(item.reference, index)
+            if earlier != index:
+                shared.setdefault(item.reference, [earlier]).append(index)
     rows = [item.row for item in checked]
     column = layout.column("reference")
-    for reference, indices in holders.items():
-        if len(indices) < 2:
-            continue
+    for reference, indices in shared.items():
         for index in indices:
             other = next(rows[i].source_row for i in indices if i != index)
             rows[index] = _with_problem(rows[index], column, reference, other)
@@ -581,23 +683,18 @@ def _with_problem(row: BatchRow, column: str, reference: str, other: int) -> Bat
     problem = Problem(row.source_row, column, reference, "duplicate_reference", message)
     if isinstance(row, RejectedRow):
         return replace(row, problems=(*row.problems, problem))
-    raw = row.raw if isinstance(row, ValidRow | BillRow) else {}
+    raw: Mapping[str, str] = row.raw if isinstance(row, ValidRow | BillRow) else {}
     return RejectedRow(row.source_row, (problem,), raw)
 
 
-def _warn_repeated_numbers(rows: list[BatchRow]) -> list[BatchRow]:
-    sendable = [
-        row for row in rows if isinstance(row, ValidRow) and row.duplicate_of is None
-    ]
-    counts = Counter(row.number for row in sendable)
+def _warn_repeated_numbers(rows: list[BatchRow], repeated: set[str]) -> None:
     for index, row in enumerate(rows):
         if (
             isinstance(row, ValidRow)
             and row.duplicate_of is None
-            and counts[row.number] > 1
+            and row.number in repeated
         ):
             rows[index] = replace(row, warnings=(*row.warnings, "number_repeated"))
-    return rows
 
 
 # --- bill rows ---------------------------------------------------------------
@@ -613,24 +710,24 @@ def _check_bill(
     overflow = _overflow(record, layout)
     if overflow:
         return RejectedRow(record.source_row, (overflow,), raw)
+
     cell = layout.cell
     operator = normalise_bill_operator(cell(record, "billOperator"), allowed)
     bill_number = clean_text(cell(record, "billNumber").text)
     amount = parse_bill_amount(cell(record, "billAmount"), table.decimal_comma)
     mobile = normalise_number(cell(record, "mobileNumber"))
     month = normalise_month(cell(record, "monthName"))
+    number_problem = kind_problem(cell(record, "billNumber"))
+    if number_problem is None and is_empty(bill_number):
+        number_problem = "missing_number"
     reasons = [
         ("billOperator", operator.reason),
-        (
-            "billNumber",
-            kind_problem(cell(record, "billNumber"))
-            or ("missing_number" if is_empty(bill_number) else None),
-        ),
+        ("billNumber", number_problem),
         ("billAmount", amount.reason),
         ("mobileNumber", mobile.reason),
         ("monthName", month.reason),
     ]
-    context = {"allowed": ", ".join(sorted(allowed))}
+    context = {"allowed": ", ".join(sorted(allowed)), "minimum": "0.01 Taka"}
     problems = tuple(
         _problem(record, layout, name, reason, **context)
         for name, reason in reasons
@@ -638,6 +735,7 @@ def _check_bill(
     )
     if problems:
         return RejectedRow(record.source_row, problems, raw)
+
     assert operator.value and amount.value is not None
     assert mobile.value and month.value
     note = clean_text(cell(record, "note").text)
@@ -693,7 +791,8 @@ def is_duplicate(row: BatchRow) -> bool:
 def describe_validation(validation: Validation) -> dict[str, Any]:
     """Return the ``validate --json`` document of a validated batch."""
     table = validation.table
-    rows = [_describe_row(row) for row in validation.rows]
+    with paused_gc(freeze=False):
+        rows = [_describe_row(row) for row in validation.rows]
     totals = Counter(row["status"] for row in rows)
     return {
         "file": table.path,
@@ -713,24 +812,21 @@ def describe_validation(validation: Validation) -> dict[str, Any]:
 
 
 def _describe_row(row: BatchRow) -> dict[str, Any]:
-    base: dict[str, Any] = {"source_row": row.source_row}
     if isinstance(row, SkippedRow):
-        return base | {"status": "skipped", "reason": row.reason}
+        return {"source_row": row.source_row, "status": "skipped", "reason": row.reason}
     if isinstance(row, RejectedRow):
-        described = base | {"status": "rejected", "reasons": list(row.reasons)}
-        described["problems"] = [_describe_problem(p) for p in row.problems]
-        if row.duplicate_of is not None:
-            described["duplicate_of"] = row.duplicate_of
-        return described
+        return _describe_rejected(row)
     if row.duplicate_of is not None:
-        return base | {
+        return {
+            "source_row": row.source_row,
             "status": "rejected",
             "reasons": ["duplicate_row"],
             "duplicate_of": row.duplicate_of,
         }
     if isinstance(row, BillRow):
-        return base | _describe_bill(row)
-    described = base | {
+        return _describe_bill(row)
+    described = {
+        "source_row": row.source_row,
         "status": "valid",
         "number": row.number,
         "operator": row.operator,
@@ -747,8 +843,21 @@ def _describe_row(row: BatchRow) -> dict[str, Any]:
     return described
 
 
+def _describe_rejected(row: RejectedRow) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "source_row": row.source_row,
+        "status": "rejected",
+        "reasons": list(row.reasons),
+        "problems": [_describe_problem(problem) for problem in row.problems],
+    }
+    if row.duplicate_of is not None:
+        described["duplicate_of"] = row.duplicate_of
+    return described
+
+
 def _describe_bill(row: BillRow) -> dict[str, Any]:
     return {
+        "source_row": row.source_row,
         "status": "valid",
         "bill_operator": row.bill_operator,
         "bill_number": row.bill_number,

@@ -1,8 +1,8 @@
 """Reading spreadsheets (xlsx, xls, ods) into rows of typed text cells.
 
 xlsx is parsed here with a streaming XML parser, because only the sheet XML
-tells a date-formatted number, a formula error and a formula without a cached
-value apart, and gives each number exactly as stored. xls and ods go through
+distinguishes a date-formatted number, a formula error and a formula without
+a cached value, and it contains each number exactly as stored. xls and ods go through
 calamine (fastexcel). Either way the header is searched among a sheet's first
 non-blank rows, and row numbers are Excel's own.
 """
@@ -204,7 +204,6 @@ BUILTIN_DATE_FORMATS = frozenset(
     [*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59), *range(71, 82)]
 )
 XLSX_CHUNK = 256 * 1024
-RELATIONSHIP_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 
 
 class _RefusedXml(Exception):
@@ -212,8 +211,8 @@ class _RefusedXml(Exception):
 
 
 def _refuse_doctype(*_: object) -> None:
-    # Spreadsheet parts never carry a DTD; refusing one rules out entity
-    # expansion attacks before expat sees any entity.
+    # Spreadsheet parts never contain a DTD, so rejecting one rules out
+    # entity expansion attacks before expat reads any entity.
     raise _RefusedXml("a DOCTYPE declaration")
 
 
@@ -239,7 +238,7 @@ def _feed(archive: zipfile.ZipFile, name: str, parser: expat.XMLParserType) -> N
 
 @dataclass(frozen=True)
 class _Workbook:
-    """What the sheet parser needs from the rest of an xlsx package."""
+    """The parts of an xlsx package that the sheet parser needs."""
 
     sheets: tuple[tuple[str, str, bool], ...]
     strings: tuple[str, ...]
@@ -272,8 +271,7 @@ def read_xlsx(
     except (
         _RefusedXml,
         expat.ExpatError,
-        KeyError,
-        IndexError,
+        LookupError,
         ValueError,
         OverflowError,
         RecursionError,
@@ -706,9 +704,9 @@ def _calamine_grid(
 ) -> list[GridRow]:
     """Load one sheet three ways and derive each cell's kind from the results.
 
-    calamine hands back every cell as text, as a float (numbers, booleans and
-    numeric-looking text) and as a datetime or date (dates and numbers): a cell
-    that is a datetime or date but not a float is a date, and a float whose
+    calamine returns every cell as text, as a float (numbers, booleans and
+    numeric-looking text) and as a datetime or date (dates and numbers). A
+    cell that is a datetime or date but not a float is a date. A float whose
     text is its plain number is a number.
     NOTE: error cells and formulas without a cached value read as empty here,
     so formula_error is reported only for xlsx.

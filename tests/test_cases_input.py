@@ -1,6 +1,6 @@
 """The real-world input cases: every row's verdict, the totals and the reader.
 
-Each folder under tests/data/cases holds a batch file and an expected.json
+Each folder under tests/data/cases contains a batch file and an expected.json
 with the verdict for every physical row after the header. Folders of the
 shared corpus that are not copied here are checked too, when it exists.
 """
@@ -8,7 +8,6 @@ shared corpus that are not copied here are checked too, when it exists.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ from bulk_topup.reading import read_batch
 from bulk_topup.validation import describe_validation, validate_table
 
 CASES = Path(__file__).parent / "data" / "cases"
-SHARED_CASES = Path(os.environ.get("BULK_TOPUP_SHARED_CASES", "/work/shared/cases"))
+# The shared case corpus sits beside the repository when it is present.
+SHARED_CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
 READER_FIELDS = ("format", "encoding", "delimiter", "header_row", "sheet")
 READ_ERRORS = frozenset(
     {
