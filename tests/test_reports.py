@@ -7,11 +7,11 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from test_journal import new_journal
 
 from bulk_topup.journal import Journal
 from bulk_topup.models import State
 from bulk_topup.reports import escape_cell, render_csv, write_report
-from test_journal import new_journal
 
 
 @pytest.mark.parametrize(
