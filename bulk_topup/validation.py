@@ -904,9 +904,12 @@ def format_problems(validation: Validation, limit: int | None = None) -> list[st
     ``limit`` caps the number of lines; ``count_reasons`` gives the totals.
     """
     problems = problems_of(validation)
-    if limit is not None:
-        problems = problems[: max(limit, 0)]
-    return [_problem_line(problem) for problem in problems]
+    shown = problems if limit is None else problems[: max(limit, 0)]
+    lines = [_problem_line(problem) for problem in shown]
+    if len(shown) < len(problems):
+        hidden = len(problems) - len(shown)
+        lines.append(f"... and {hidden} more problems; raise --limit to see them.")
+    return lines
 
 
 def _problem_line(problem: Problem) -> str:
