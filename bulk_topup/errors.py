@@ -9,7 +9,8 @@ returns for it::
     │   └── PlanRefused (65)        batch_mismatch, --max-total, --max-rows,
     │                               changed plan options on resume
     ├── JournalError (75)           the journal cannot be used
-    │   └── JournalBusy (75)        another process holds the journal's lock
+    │   ├── JournalBusy (75)        another process holds the journal's lock
+    │   └── JournalUnusable (2)     the path is not a usable SQLite file
     ├── ConfigError (2)             an option or the config file is unusable
     ├── Interrupted (130)           Ctrl-C
     └── ApiError                    the API failed; raised only by the client
@@ -65,6 +66,13 @@ class JournalBusy(JournalError):
     """A journal locked by another running process."""
 
     code = "journal_locked"
+
+
+class JournalUnusable(JournalError):
+    """A journal path that is not a usable SQLite file: a usage error."""
+
+    exit_code = 2
+    code = "journal_unusable"
 
 
 class ConfigError(BulkTopupError):

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import JournalError
+from .errors import JournalError, JournalUnusable
 from .models import FINAL_STATES, State, is_legal_transition
 
 BUSY_TIMEOUT_MS = 10_000
@@ -235,7 +235,7 @@ class Journal:
                 check_same_thread=False,
             )
         except (OSError, sqlite3.Error) as error:
-            raise JournalError(
+            raise JournalUnusable(
                 f"Cannot open the journal {journal_path}: {error}. "
                 "Choose another path with --journal."
             ) from error
@@ -261,7 +261,7 @@ class Journal:
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as error:
-            raise JournalError(
+            raise JournalUnusable(
                 f"The journal {self.path} is not a usable SQLite database: "
                 f"{error}. Choose another path with --journal."
             ) from error

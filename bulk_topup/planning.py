@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import httpx
 
 from .errors import ConfigError, PlanRefused
 from .journal import Batch, Journal, Transaction
@@ -74,12 +77,34 @@ class PlanResult:
 
 
 def target_of(base_url: str | None, *, sandbox: bool) -> str:
-    """Return the target that batches are compared and resumed within."""
+    """Return the target that batches are compared and resumed within.
+
+    The URL is normalised (scheme and host in lower case, no default port, no
+    trailing slash, dot segments resolved), so that two spellings of one API
+    are one target and the repeat guard sees every batch sent to it.
+    """
     if sandbox:
         return SANDBOX_TARGET
     if not base_url:
         raise ConfigError("No API base URL: set --base-url or STU_BASE_URL.")
-    return base_url.rstrip("/")
+    return normalise_base_url(base_url)
+
+
+def normalise_base_url(base_url: str) -> str:
+    """Return the canonical form of an API base URL, or raise ConfigError."""
+    try:
+        url = httpx.URL(base_url.strip())
+    except httpx.InvalidURL as error:
+        raise ConfigError(f"Invalid base URL {base_url!r}: {error}.") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            f"Invalid base URL {base_url!r}: use http:// or https:// and a host, "
+            "like https://api.successtopup.com."
+        )
+    port = "" if url.port is None else f":{url.port}"
+    path = posixpath.normpath(url.path) if url.path not in ("", "/") else ""
+    path = "" if path in (".", "/") else path.rstrip("/")
+    return f"{url.scheme}://{url.host.lower()}{port}{path}"
 
 
 def dhaka_day(now: datetime | None = None) -> str:
@@ -88,10 +113,15 @@ def dhaka_day(now: datetime | None = None) -> str:
     return moment.astimezone(DHAKA).strftime("%Y%m%d")
 
 
-def row_key(row: ValidRow, part: int, parts: int) -> str:
-    """Return the key that makes two transactions the same recharge."""
+def row_key(row: ValidRow) -> str:
+    """Return the key that makes two rows the same recharge.
+
+    The key holds the row's whole amount, not a part's: the parts of a split
+    row share it and count as that many occurrences, so the same row sent
+    split, unsplit or split another way is still a repeat.
+    """
     number, operator, type_, amount, package = row.key
-    return f"{number}|{operator}|{type_}|{amount}|{package}|{part}/{parts}"
+    return f"{number}|{operator}|{type_}|{amount}|{package}"
 
 
 def fingerprint_rows(validation: Validation) -> str:
@@ -330,10 +360,11 @@ def _transactions_of_row(
 ) -> list[dict[str, Any]]:
     is_duplicate = row.duplicate_of is not None and not options.allow_duplicates
     parts = (row.amount,) if is_duplicate else (row.parts or (row.amount,))
+    key = row_key(row)
+    # Occurrences count rows, not parts: every part of a row shares one.
+    occurrences[key] += 1
     transactions = []
     for part, amount in enumerate(parts, 1):
-        key = row_key(row, part, len(parts))
-        occurrences[key] += 1
         transactions.append(
             {
                 "identity": identity,
@@ -421,13 +452,20 @@ def find_repeat_of_key(
     when other batches have at least n qualifying rows.
     """
     cutoff = (now or datetime.now(DHAKA)) - timedelta(hours=window_hours)
+    # Rows of other batches, each with the trxids of its parts: a row counts
+    # once however it was split, and as paid when any of its parts counts.
+    rows: dict[tuple[str, int, int], list[Transaction]] = {}
+    for other in journal.matching_transactions(target, key, batch_id):
+        rows.setdefault(
+            (other.batch_id, other.source_row, other.generation), []
+        ).append(other)
     qualifying = [
-        other
-        for other in journal.matching_transactions(target, key, batch_id)
-        if _counts_as_paid(other, cutoff)
+        parts
+        for parts in rows.values()
+        if any(_counts_as_paid(other, cutoff) for other in parts)
     ]
     if len(qualifying) >= occurrence:
-        return qualifying[occurrence - 1].trxid
+        return qualifying[occurrence - 1][0].trxid
     return None
 
 

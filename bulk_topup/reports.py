@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import crashpoints
+from .errors import ConfigError
 from .journal import Batch, Journal, Transaction
 from .models import State
 from .planning import DHAKA
@@ -52,6 +53,7 @@ COLUMNS = (
     "final_at",
     "repeat_of",
     "duplicate_of",
+    "resolution_note",
     "notes",
     "warnings",
 )
@@ -110,6 +112,7 @@ def _transaction_columns(tx: Transaction) -> dict[str, str]:
         "final_at": to_dhaka(tx.final_at),
         "repeat_of": tx.repeat_of,
         "duplicate_of": tx.duplicate_of,
+        "resolution_note": tx.resolution_note,
         "notes": "; ".join(tx.notes),
         "warnings": ", ".join(tx.warnings),
     }
@@ -304,6 +307,30 @@ def write_atomically(path: Path, content: str | None, writer: Any = None) -> Non
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def check_report_path(path: Path) -> str:
+    """Return the report format a path asks for, or raise ConfigError.
+
+    Checked before a run starts, so that a bad path never fails after the
+    money has been sent.
+    """
+    report_format = path.suffix.lstrip(".").lower()
+    if report_format not in FORMATS:
+        raise ConfigError(
+            f"Cannot write a report to {path}: the name must end in "
+            f"{', '.join('.' + name for name in FORMATS)}."
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"Cannot write a report to {path}: {parent} is a file."
+                )
+            break
+    if path.is_dir():
+        raise ConfigError(f"Cannot write a report to {path}: it is a folder.")
+    return report_format
 
 
 def default_report_path(folder: Path, batch_id: str, extension: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -18,16 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from . import crashpoints
-from .client import TopupClient
+from .client import Balance, TopupClient
 from .config import Settings, require_credentials
-from .errors import BulkTopupError, ConfigError, PlanRefused
+from .errors import BulkTopupError, ConfigError, NotSent, PlanRefused
 from .journal import Batch, Journal, Transaction
-from .limiter import RateLimiter
+from .limiter import ARRIVAL_SLACK, RateLimiter
 from .lock import hold_journal_lock
 from .models import OPEN_STATES, State, Validation
 from .planning import (
     PlanOptions,
     hold_repeats,
+    preview_plan,
     options_from_batch,
     plan_batch,
     target_of,
@@ -118,6 +120,11 @@ def run_file(
     _check_guards(validation, request)
     target = target_of(settings.base_url, sandbox=settings.sandbox)
     with _locked_journal(settings) as journal:
+        if not request.yes and not _confirm_new_plan(
+            journal, validation, target, request, settings, confirm
+        ):
+            return RunResult(0, "declined", messages=["Nothing sent or planned."])
+        request = dataclasses.replace(request, yes=True)
         planned = plan_batch(
             journal,
             validation,
@@ -139,6 +146,36 @@ def run_file(
         result = _execute(settings, journal, planned.batch, request, confirm)
         result.messages[:0] = messages
         return result
+
+
+def _confirm_new_plan(
+    journal: Journal,
+    validation: Validation,
+    target: str,
+    request: RunRequest,
+    settings: Settings,
+    confirm: Confirm,
+) -> bool:
+    """Ask before anything is journaled, so a declined plan leaves no batch."""
+    preview = preview_plan(
+        journal,
+        validation,
+        target=target,
+        options=request.plan,
+        batch_id=request.batch_id,
+        prefix=settings.trxid_prefix,
+        repeat_window_hours=settings.repeat_window_hours,
+    )
+    unsent = [
+        row for row in preview.transactions if row["state"] in ("planned", "held")
+    ]
+    if not unsent:
+        return True
+    total = sum(row["amount"] or 0 for row in unsent)
+    return confirm(
+        f"Send {len(unsent)} recharges totalling {total} Taka "
+        f"from batch {preview.batch_id}?"
+    )
 
 
 def resume_batch(
@@ -172,7 +209,7 @@ def _locked_journal(settings: Settings) -> Iterator[Journal]:
 def _find_batch(journal: Journal, batch_id: str | None) -> Batch:
     batch = journal.get_batch(batch_id) if batch_id else journal.latest_batch()
     if batch is None:
-        where = f"batch {batch_id}" if batch_id else "any batch"
+        where = f"batch {batch_id}" if batch_id else "batch"
         raise ConfigError(
             f"The journal {journal.path} has no {where}. "
             "List batches with: bulk-topup batches"
@@ -182,7 +219,8 @@ def _find_batch(journal: Journal, batch_id: str | None) -> Batch:
 
 def _with_stored_options(request: RunRequest, batch: Batch) -> RunRequest:
     stored = options_from_batch(batch)
-    return RunRequest(**{**request.__dict__, "plan": stored})
+    send = dataclasses.replace(request.send, allow_repeat=stored.allow_repeat)
+    return dataclasses.replace(request, plan=stored, send=send)
 
 
 def _check_guards(validation: Validation, request: RunRequest) -> None:
@@ -254,7 +292,7 @@ def _target(settings: Settings, batch: Batch) -> Iterator[str]:
             f"Batch {batch.batch_id} was sent to {batch.target}, not the sandbox; "
             "run the command without --sandbox."
         )
-    if settings.base_url.rstrip("/") != batch.target:
+    if target_of(settings.base_url, sandbox=False) != batch.target:
         raise ConfigError(
             f"Batch {batch.batch_id} belongs to {batch.target}, not "
             f"{settings.base_url}. Use --base-url {batch.target}."
@@ -290,7 +328,7 @@ class _Execution:
             endpoints=self.settings.endpoints,
             patterns=self.settings.patterns,
         )
-        limiter = RateLimiter(send.rate)
+        limiter = RateLimiter(send.rate, slack=ARRIVAL_SLACK)
         unsent = self.journal.transactions(
             self.batch.batch_id, (State.PLANNED, State.HELD)
         )
@@ -338,7 +376,10 @@ class _Execution:
         if send_new and not self._stopped():
             if await self._check_balance(client):
                 await self._send_unsent()
-        if not self.request.no_settle and not self.interrupts:
+        # After an outage, status calls would fail the same way until the
+        # settle timeout, so `resume` settles the open rows once the API is back.
+        outage = self.sender.state.halted == "outage"
+        if not self.request.no_settle and not self.interrupts and not outage:
             await self._settle_open()
         self._hold_unsent()
         await self._record_balance_after(client)
@@ -391,13 +432,19 @@ class _Execution:
             self.settings.repeat_window_hours,
         )
         try:
-            balance = await client.balance()
+            balance = await self._fetch_balance(client)
+        except NotSent as error:
+            self.sender.halt("outage", f"the API could not be reached: {error.message}")
+            return False
         except BulkTopupError as error:
             self.sender.halt(error.code, error.message)
             return False
-        self.journal.update_batch(
-            self.batch.batch_id, balance_before=str(balance.balance)
-        )
+        if self.batch.balance_before is None:
+            # The first run's balance is the one a reconciliation compares
+            # with; a resume must not move it.
+            self.journal.update_batch(
+                self.batch.batch_id, balance_before=str(balance.balance)
+            )
         total = sum(tx.amount or 0 for tx in unsent)
         if balance.balance >= total:
             return True
@@ -409,6 +456,17 @@ class _Execution:
             return False
         self.sender.budget = balance.balance
         return True
+
+    async def _fetch_balance(self, client: TopupClient) -> Balance:
+        """Return the balance, retrying a call that never reached the API."""
+
+        async def fetch() -> Balance:
+            # The rate limit covers every call, balance checks included.
+            await self.sender.limiter.acquire()
+            return await client.balance()
+
+        retrying = self.sender.retry_policy(call="the balance check")
+        return await retrying(fetch)
 
     async def _send_unsent(self) -> None:
         rows = self.journal.transactions(
@@ -449,6 +507,9 @@ class _Execution:
             self.journal.update_batch(self.batch.batch_id, halted_reason=reason)
 
     async def _record_balance_after(self, client: TopupClient) -> None:
+        if self.interrupts:
+            return  # Ctrl-C means no new request of any kind.
+        await self.sender.limiter.acquire()
         with contextlib.suppress(BulkTopupError):
             balance = await client.balance()
             self.journal.update_batch(

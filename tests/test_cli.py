@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import click
@@ -53,6 +54,7 @@ def test_missing_file_json_error(tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert result.exit_code == 65
     assert document["error"]["code"] == "file_not_found"
+    assert document["reason"] == "file_not_found"
 
 
 def test_validate_valid_file_exits_zero(tmp_path: Path) -> None:
@@ -94,6 +96,36 @@ def test_run_without_terminal_needs_yes(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--yes" in result.output
+    assert journaled_batches(tmp_path / "j.sqlite") == []
+
+
+def journaled_batches(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    connection = sqlite3.connect(path)
+    batches = [row[0] for row in connection.execute("SELECT batch_id FROM batches")]
+    connection.close()
+    return batches
+
+
+def test_unknown_report_suffix_refused_first(tmp_path: Path) -> None:
+    batch = write_csv(tmp_path / "b.csv", numbered_rows(2))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(batch),
+            "--sandbox",
+            "--yes",
+            "--report",
+            str(tmp_path / "r.txt"),
+            "--journal",
+            str(tmp_path / "j.sqlite"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert ".csv" in result.output
+    assert not (tmp_path / "j.sqlite").exists()
 
 
 def test_max_total_refuses_plan(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 from conftest import Sandbox, numbered_rows, run_json, run_tool, write_csv
 
 from bulk_topup.journal import Journal
-from bulk_topup.planning import DHAKA, PlanOptions, plan_batch
+import pytest
+
+from bulk_topup.planning import DHAKA, PlanOptions, normalise_base_url, plan_batch
 from bulk_topup.reading import read_batch
 from bulk_topup.validation import validate_table
 
@@ -160,3 +162,69 @@ def test_split_above_sums_to_amount(sandbox: Sandbox, tmp_path: Path) -> None:
     assert len(amounts) == 3
     assert min(amounts) >= 9
     assert max(amounts) - min(amounts) <= 1
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("HTTP://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:08080", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:8080/api/..", "http://127.0.0.1:8080"),
+        ("https://API.example.test:443/v1/", "https://api.example.test/v1"),
+    ],
+    ids=["case-slash", "port-zero", "dot-segment", "default-port"],
+)
+def test_base_url_spellings_one_target(spelling: str, canonical: str) -> None:
+    assert normalise_base_url(spelling) == canonical
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://host", "http://"])
+def test_unusable_base_url_is_usage_error(url: str, tmp_path: Path) -> None:
+    batch = write_csv(tmp_path / "b.csv", numbered_rows(1))
+    result = run_tool(
+        "run",
+        str(batch),
+        "--base-url",
+        url,
+        "--yes",
+        "--journal",
+        str(tmp_path / "j.sqlite"),
+    )
+    assert result.returncode == 2
+    assert "Invalid base URL" in result.stderr
+
+
+def test_other_url_spelling_sends_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    batch = write_csv(tmp_path / "b.csv", numbered_rows(3))
+    journal = tmp_path / "j.sqlite"
+    run_json("run", str(batch), *run_args(sandbox, journal))
+    shouted = sandbox.url.replace("http://", "HTTP://") + "/"
+    code, again = run_json(
+        "run", str(batch), "--base-url", shouted, "--journal", str(journal), "--yes"
+    )
+    assert code == 0, again
+    assert len(sandbox.charges_per_trxid()) == 3
+    assert sandbox.ledger()["requests_by_path"]["/api/recharge"] == 3
+
+
+def test_split_change_is_repeat(sandbox: Sandbox, tmp_path: Path) -> None:
+    batch = write_csv(tmp_path / "b.csv", [["01711000001", "GP", "prepaid", "1200"]])
+    journal = tmp_path / "j.sqlite"
+    run_json("run", str(batch), "--split-above", "500", *run_args(sandbox, journal))
+    code, unsplit = run_json(
+        "run", str(batch), "--batch-id", "b2", *run_args(sandbox, journal)
+    )
+    _, resplit = run_json(
+        "run",
+        str(batch),
+        "--batch-id",
+        "b3",
+        "--split-above",
+        "300",
+        *run_args(sandbox, journal),
+    )
+    amounts = [int(charge["amount"]) for charge in sandbox.ledger()["charges"]]
+    assert code == 0
+    assert unsplit["summary"]["counts"] == {"repeat": 1}
+    assert resplit["summary"]["counts"] == {"repeat": 4}
+    assert sum(amounts) == 1200

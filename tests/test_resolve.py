@@ -56,6 +56,9 @@ def test_resolve_settles_review_row(
     assert by_trxid[trxids[0]]["state"] == "failed"
     assert by_trxid[trxids[0]]["resolution_note"] == "provider has no record"
     assert by_trxid[trxids[1]]["state"] == "review"
+    report = tmp_path / "after.csv"
+    run_json("report", _batch_id(journal), "--journal", str(journal), "-o", str(report))
+    assert "provider has no record" in report.read_text(encoding="utf-8-sig")
 
 
 def test_resolve_refuses_other_states(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -227,10 +227,16 @@ def test_batches_lists_progress(sandbox: Sandbox, tmp_path: Path) -> None:
 def test_on_finish_gets_summary(sandbox: Sandbox, tmp_path: Path) -> None:
     batch = write_csv(tmp_path / "b.csv", numbered_rows(2))
     received = tmp_path / "summary.json"
+    environment = tmp_path / "environment.txt"
     code, _ = run_batch(
-        sandbox, batch, tmp_path / "j.sqlite", "--on-finish", f"cat > {received}"
+        sandbox,
+        batch,
+        tmp_path / "j.sqlite",
+        "--on-finish",
+        f"cat > {received}; env > {environment}",
     )
     document = json.loads(received.read_text())
+    assert SECRET not in environment.read_text()
     assert code == 0
     assert document["summary"]["counts"] == {"success": 2}
     assert document["exit_code"] == 0

@@ -109,7 +109,11 @@ def handles_errors(command: F) -> F:
                 raise
             if output.as_json:
                 output.document(
-                    {"error": {"code": error.code, "message": error.message}}
+                    {
+                        "reason": error.code,
+                        "exit_code": error.exit_code,
+                        "error": {"code": error.code, "message": error.message},
+                    }
                 )
             click.echo(f"Error: {error.message}", err=True)
             sys.exit(error.exit_code)

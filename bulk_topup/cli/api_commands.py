@@ -11,6 +11,7 @@ import click
 
 from ..client import Balance, TopupClient
 from ..config import Settings, require_credentials
+from ..planning import normalise_base_url
 from . import Output, cli, common_options, handles_errors, settings_from
 
 T = TypeVar("T")
@@ -19,7 +20,7 @@ T = TypeVar("T")
 @contextlib.contextmanager
 def _base_url(settings: Settings) -> Iterator[str]:
     if not settings.sandbox:
-        yield settings.base_url
+        yield normalise_base_url(settings.base_url)
         return
     from ..sandbox import SandboxConfig, start_sandbox
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -15,6 +17,7 @@ from ..errors import ConfigError
 from ..journal import Journal
 from ..models import AmountPolicy, RejectedRow
 from ..planning import PlanOptions, preview_plan, target_of
+from ..reports import check_report_path
 from ..reading import read_batch
 from ..runner import (
     RunRequest,
@@ -107,6 +110,11 @@ def _default(value: Any, default: Any) -> Any:
 
 
 def _request(options: dict[str, Any], policy: AmountPolicy) -> RunRequest:
+    if options.get("report") is not None:
+        check_report_path(options["report"])
+    rate = options.get("rate")
+    if rate is not None and not math.isfinite(rate):
+        raise ConfigError(f"Invalid --rate {rate}: give a number of requests a second.")
     return RunRequest(
         plan=PlanOptions(
             skip_invalid=options.get("skip_invalid", False),
@@ -254,11 +262,35 @@ def report_result(output: Output, result: RunResult, on_finish: str | None) -> N
     sys.exit(result.exit_code)
 
 
+ON_FINISH_TIMEOUT = 60.0
+# The hook is the user's own program, but it needs no API credentials.
+_PRIVATE_VARIABLES = ("STU_KEY", "STU_SECRET", "STU_WEBHOOK_TOKEN")
+
+
 def _run_on_finish(command: str, result: RunResult) -> None:
     document = json.dumps(result.to_json(), default=str)
-    completed = subprocess.run(  # noqa: S602 - the user's own command
-        command, shell=True, input=document, text=True, check=False
-    )
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in _PRIVATE_VARIABLES
+    }
+    try:
+        completed = subprocess.run(  # noqa: S602 - the user's own command
+            command,
+            shell=True,
+            input=document,
+            text=True,
+            check=False,
+            env=environment,
+            timeout=ON_FINISH_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        click.echo(
+            f"Warning: --on-finish command still running after "
+            f"{ON_FINISH_TIMEOUT:.0f} seconds; stopped it.",
+            err=True,
+        )
+        return
     if completed.returncode != 0:
         click.echo(
             f"Warning: --on-finish command exited {completed.returncode}.", err=True
