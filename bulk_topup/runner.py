@@ -255,9 +255,10 @@ def _execute(
     )
     if not pending:
         result = _finish(journal, batch, request, interrupted=False)
-        result.messages.append(
-            f"Batch {batch.batch_id} is complete: every row is final, nothing sent."
-        )
+        if State.REVIEW.value not in result.summary["counts"]:
+            result.messages.append(
+                f"Batch {batch.batch_id} is complete: every row is final, nothing sent."
+            )
         return result
     unsent = [tx for tx in pending if tx.state in (State.PLANNED, State.HELD)]
     if send_new and unsent and not request.yes:
@@ -407,9 +408,19 @@ class _Execution:
         )
         if not in_flight:
             return
-        logger.info("settling %d rows left in flight", len(in_flight))
-        resend = await self.settler.settle([tx.trxid for tx in in_flight])
-        await self._resend(resend)
+        logger.info("asking status about %d rows left in flight", len(in_flight))
+        # One status query per row, not a wait for each to settle: rows that
+        # status has not seen wait out their grace period in the final
+        # settling, while the rows never sent go out now.
+        gate = asyncio.Semaphore(self.request.send.concurrency)
+
+        async def check(trxid: str) -> str | None:
+            async with gate:
+                verdict = await self.settler.check(trxid)
+            return trxid if verdict.resend else None
+
+        verdicts = await asyncio.gather(*(check(tx.trxid) for tx in in_flight))
+        await self._resend([trxid for trxid in verdicts if trxid is not None])
 
     async def _resend(self, trxids: list[str]) -> None:
         rows = [tx for tx in map(self.journal.get, trxids) if tx is not None]
@@ -502,7 +513,12 @@ class _Execution:
         if reason is None and paused:
             reason = "operator_paused"
         if to_hold:
-            self.journal.transition_many(to_hold, State.HELD, cause=reason or "halt")
+            self.journal.transition_many(
+                to_hold,
+                State.HELD,
+                cause=reason or "halt",
+                fields={"reason": reason or "halt"},
+            )
         if reason is not None:
             self.journal.update_batch(self.batch.batch_id, halted_reason=reason)
 
@@ -549,4 +565,44 @@ def _finish(
         Path.cwd() / "reports", batch.batch_id, "csv"
     )
     write_report(journal, batch, report_path, report_path.suffix.lstrip(".") or "csv")
-    return RunResult(code, reason, batch.batch_id, summary, report_path)
+    result = RunResult(code, reason, batch.batch_id, summary, report_path)
+    result.messages.extend(_advice(batch, summary["counts"], reason))
+    return result
+
+
+# What to do next after a halt, by the batch's halt reason.
+_HALT_ADVICE = {
+    "insufficient_balance": "The balance does not cover the rows left: top up "
+    "and run `bulk-topup resume`, or add --allow-partial to send what it covers.",
+    "invalid_credentials": "The API refused the credentials: fix STU_KEY and "
+    "STU_SECRET (or the config file) and run `bulk-topup resume`.",
+    "outage": "The API could not be reached: run `bulk-topup resume` when it is "
+    "back; rows in flight are settled through status first.",
+    "rate_limited": "The API kept asking to slow down: run `bulk-topup resume` "
+    "with a lower --rate.",
+    "operator_paused": "An operator failed repeatedly and its rows were held: "
+    "run `bulk-topup resume` to try them again.",
+}
+
+
+def _advice(batch: Batch, counts: dict[str, int], reason: str) -> list[str]:
+    advice = []
+    if reason in _HALT_ADVICE:
+        advice.append(_HALT_ADVICE[reason])
+    review = counts.get(State.REVIEW.value, 0)
+    if review:
+        advice.append(
+            f"{review} rows need a person: status never saw their trxid. Check "
+            f"them with the provider (bulk-topup show {batch.batch_id} --state "
+            "review), then settle each with bulk-topup resolve."
+        )
+    open_rows = sum(
+        counts.get(state.value, 0)
+        for state in (State.SENDING, State.PROCESSING, State.UNKNOWN)
+    )
+    if open_rows:
+        advice.append(
+            f"{open_rows} rows are still open: run `bulk-topup reconcile "
+            f"{batch.batch_id}` later to settle them."
+        )
+    return advice

@@ -28,7 +28,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
     stop_any,
 )
 from tenacity.stop import stop_base
@@ -87,6 +86,25 @@ class SendState:
     over_budget: set[str] = field(default_factory=set)
 
 
+class _RowBudgetSpent(stop_base):
+    """Stops retrying a row after its retries; HTTP 429 gets three times more.
+
+    A 429 is the API asking for patience, not failing, so a row spends its
+    budget more slowly on them than on connections that fail.
+    """
+
+    def __init__(self, retries: int) -> None:
+        self.retries = retries
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        allowed = self.retries + 1
+        if isinstance(error, RateLimited):
+            allowed *= 3
+        return retry_state.attempt_number >= allowed
+
+
 class _BudgetSpent(stop_base):
     """Stops retrying once the batch's retry budget is spent."""
 
@@ -135,7 +153,9 @@ class Sender:
         self._clock = clock
         self._sleep = sleep
         self._on_progress = on_progress
+        # Each number's latest reserved start, and its latest real one.
         self._last_start: dict[str, float] = {}
+        self._last_sent: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # With --allow-partial, the balance left for rows not yet sent; rows
         # above it are left unsent instead of being refused by the API.
@@ -165,9 +185,16 @@ class Sender:
     async def _take_group(self, queue: deque[Transaction]) -> list[Transaction]:
         """Take the rows to commit together, after the repeat guard."""
         group: list[tuple[Transaction, float]] = []
+        # Commit a row as `sending` only shortly before its start: a row
+        # committed long before would be left `sending`, unsent, by a crash.
+        wait = self.limiter.next_start() - self._clock() - self.settings.group_window
+        if wait > 0:
+            await self._sleep(wait)
         horizon = self._clock() + self.settings.group_window
         free = self.settings.concurrency - len(self._tasks)
         while queue and len(group) < free:
+            if group and self.limiter.next_start() > horizon:
+                break
             tx = await self._next_ready(queue, wait=not group)
             if tx is None:
                 break
@@ -180,8 +207,6 @@ class Sender:
             start = self.limiter.reserve(not_before=self._ready_at(tx))
             self._last_start[tx.number or ""] = start
             group.append((tx, start))
-            if start > horizon:
-                break
         return self._commit_sending(group)
 
     async def _next_ready(
@@ -205,12 +230,12 @@ class Sender:
 
     def _ready_at(self, tx: Transaction) -> float:
         """Return the earliest start that keeps the same-number gap."""
-        # NOTE: the gap counts from the real start of the number's last
-        # request, which is known only once it has left. A gap shorter than
-        # the time a start can run late (about concurrency / rate, plus the
-        # group window) can come out shorter by up to that time.
-        gap = self.settings.same_number_gap
-        return self._last_start.get(tx.number or "", -gap) + gap
+        number = tx.number or ""
+        last = max(
+            self._last_start.get(number, float("-inf")),
+            self._last_sent.get(number, float("-inf")),
+        )
+        return last + self.settings.same_number_gap
 
     def _fits_budget(self, tx: Transaction) -> bool:
         if self.budget is None or tx.state is State.UNKNOWN:
@@ -270,13 +295,7 @@ class Sender:
         delay = start - self._clock()
         if delay > 0:
             await self._sleep(delay)
-        if self._clock() < self.limiter.paused_until:
-            await self.limiter.acquire()
-        else:
-            await self.limiter.wait_spacing()
-        # A busy event loop can start a request later than it was reserved,
-        # so the same-number gap counts from the real start.
-        self._last_start[tx.number or ""] = self._clock()
+        await self._start_request(tx)
         fields = recharge_fields(tx)
         retrying = self.retry_policy()
         numbers = {"attempt": attempt}
@@ -293,6 +312,24 @@ class Sender:
             if current is not None:
                 self._on_progress(current)
 
+    async def _start_request(self, tx: Transaction) -> None:
+        """Wait for the rate limit and the same-number gap, then mark the start."""
+        number = tx.number or ""
+        gap = self.settings.same_number_gap
+        while True:
+            # Rows are scheduled from reserved starts, but a stalled event
+            # loop can wake a row together with its number's previous row, so
+            # the gap is also kept from the previous real start.
+            due = self._last_sent.get(number, float("-inf")) + gap
+            if self._clock() < self.limiter.paused_until:
+                await self.limiter.acquire(not_before=due)
+            else:
+                await self.limiter.wait_spacing(not_before=due)
+            # Another row of the number may have started during the wait.
+            if self._last_sent.get(number, float("-inf")) + gap <= self._clock():
+                break
+        self._last_sent[number] = self._clock()
+
     def retry_policy(self, call: str | None = None) -> AsyncRetrying:
         """Return the policy that repeats a call which surely never reached the API.
 
@@ -304,7 +341,7 @@ class Sender:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(NotSent),
             stop=stop_any(
-                stop_after_attempt(self.settings.row_retries + 1),
+                _RowBudgetSpent(self.settings.row_retries),
                 _BudgetSpent(self.state),
             ),
             wait=self._wait_before_retry,
@@ -347,8 +384,7 @@ class Sender:
             previous["attempt"] + 1,
             previous["message"],
         )
-        await self.limiter.acquire(not_before=self._ready_at(tx))
-        self._last_start[tx.number or ""] = self._clock()
+        await self._start_request(tx)
         numbers = self.journal.start_attempts([(tx.trxid, hash_body(fields))])
         return numbers[tx.trxid]
 
@@ -435,7 +471,12 @@ class Sender:
 
     def _record_gave_up(self, tx: Transaction, attempt: int, error: NotSent) -> None:
         logger.error("%s not sent after %d attempts: %s", tx.trxid, attempt, error)
-        self.halt("outage", f"the API could not be reached: {error.message}")
+        if isinstance(error, RateLimited):
+            self.halt(
+                "rate_limited", "the API kept answering HTTP 429 Too Many Requests"
+            )
+        else:
+            self.halt("outage", f"the API could not be reached: {error.message}")
         self.journal.transition(
             tx.trxid,
             State.UNKNOWN,

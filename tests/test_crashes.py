@@ -178,3 +178,15 @@ def test_crash_point_then_resume(
     charged = set(sandbox.charges_per_trxid())
     succeeded = {t for t, s in final.items() if s == "success"}
     assert succeeded == charged
+
+
+def test_slow_rate_commits_little_ahead(sandbox: Sandbox, tmp_path: Path) -> None:
+    batch = write_csv(tmp_path / "b.csv", numbered_rows(40))
+    journal = tmp_path / "journal.sqlite"
+    process = start_run(batch, sandbox, journal, "--rate", "4", "--concurrency", "50")
+    kill_after(process, 2.5)
+    in_sending = [t for t, s in states(journal).items() if s == "sending"]
+    requested = len(sandbox.requests())
+    assert process.returncode == -signal.SIGKILL
+    assert requested >= 3
+    assert len(in_sending) <= 2

@@ -28,6 +28,7 @@ def review_rows(
     )
     assert code == 75, result
     assert result["summary"]["counts"] == {"review": 2}
+    assert any("need a person" in message for message in result["messages"])
     assert sandbox.charges_per_trxid() == {}
     connection = sqlite3.connect(journal)
     trxids = [row[0] for row in connection.execute("SELECT trxid FROM transactions")]
