@@ -97,10 +97,15 @@ def _pick(option: Any, env_name: str, config: Mapping[str, Any], key: str) -> An
     return config.get(key)
 
 
-def _as_bool(value: Any) -> bool:
+def _as_bool(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}.")
 
 
 def _as_float(value: Any, name: str) -> float:
@@ -144,7 +149,8 @@ def resolve_settings(
         ),
         provider_dedupes=_as_bool(
             _pick(None, "BULK_TOPUP_PROVIDER_DEDUPES", config, "provider_dedupes")
-            or False
+            or False,
+            "provider_dedupes",
         ),
         repeat_window_hours=_as_float(
             _pick(None, "BULK_TOPUP_REPEAT_WINDOW_HOURS", config, "repeat_window_hours")

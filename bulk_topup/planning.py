@@ -258,6 +258,16 @@ def preview_plan(
     return Preview(batch_id, None, rows)
 
 
+def validate_batch_id(batch_id: str) -> str:
+    """Return a batch id if it is 1 to 64 of letters, digits, ``.``, ``_``, ``-``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", batch_id):
+        raise ConfigError(
+            f"Invalid batch id {batch_id!r}: use 1 to 64 letters, digits, dots, "
+            "underscores or dashes, starting with a letter or digit."
+        )
+    return batch_id
+
+
 def _existing_batch(
     journal: Journal,
     target: str,

@@ -26,14 +26,18 @@ class Progress:
         self.total_rows = total_rows
         self.done = 0
         self.taka = 0
+        self._counted: set[str] = set()
         self._stream = stream or sys.stderr
         self._clock = clock
         self._started = clock()
         self._quiet = quiet
         self._is_terminal = self._stream.isatty()
 
-    def add(self, amount: int) -> None:
-        """Count one more finished row."""
+    def add(self, trxid: str, amount: int) -> None:
+        """Count a row once, however many times it was sent."""
+        if trxid in self._counted:
+            return
+        self._counted.add(trxid)
         self.done += 1
         self.taka += amount
 

@@ -330,10 +330,11 @@ class _Execution:
             patterns=self.settings.patterns,
         )
         limiter = RateLimiter(send.rate, slack=ARRIVAL_SLACK)
-        unsent = self.journal.transactions(
-            self.batch.batch_id, (State.PLANNED, State.HELD)
+        to_send = self.journal.transactions(
+            self.batch.batch_id,
+            (State.PLANNED, State.HELD, State.SENDING, State.UNKNOWN),
         )
-        self.progress = Progress(len(unsent), quiet=self.request.quiet)
+        self.progress = Progress(len(to_send), quiet=self.request.quiet)
         self.sender = Sender(
             self.journal,
             client,
@@ -367,7 +368,7 @@ class _Execution:
 
     def _count_progress(self, tx: Transaction) -> None:
         if tx.state in (State.PROCESSING, State.SUCCESS):
-            self.progress.add(tx.amount or 0)
+            self.progress.add(tx.trxid, tx.amount or 0)
 
     async def _run_stages(self, client: TopupClient, *, send_new: bool) -> None:
         batch_id = self.batch.batch_id

@@ -181,3 +181,43 @@ def test_show_unknown_batch_names_fix(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["show", "nope", "--journal", str(journal)])
     assert result.exit_code == 2
     assert "bulk-topup batches" in result.output
+
+
+@pytest.mark.parametrize(
+    "batch_id", ["", "../../etc/x", "a\nb"], ids=["empty", "path", "newline"]
+)
+def test_unsafe_batch_id_refused(tmp_path: Path, batch_id: str) -> None:
+    batch = write_csv(tmp_path / "b.csv", numbered_rows(1))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(batch),
+            "--sandbox",
+            "--yes",
+            "--batch-id",
+            batch_id,
+            "--journal",
+            str(tmp_path / "j.sqlite"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "Invalid batch id" in result.output
+
+
+def test_nan_rate_refused(tmp_path: Path) -> None:
+    batch = write_csv(tmp_path / "b.csv", numbered_rows(1))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(batch),
+            "--sandbox",
+            "--yes",
+            "--rate",
+            "nan",
+            "--journal",
+            str(tmp_path / "j.sqlite"),
+        ],
+    )
+    assert result.exit_code == 2

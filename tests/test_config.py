@@ -106,3 +106,9 @@ def test_unknown_path_name_refused(tmp_path: Path) -> None:
 def test_amount_maximums_from_file(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.toml", "[amounts]\nmaximums = { rb = 1000 }\n")
     assert resolve_settings(config_path=config).policy.maximum_for("RB") == 1000
+
+
+def test_unclear_boolean_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BULK_TOPUP_PROVIDER_DEDUPES", "maybe")
+    with pytest.raises(ConfigError, match="true or false"):
+        resolve_settings()

@@ -16,7 +16,7 @@ import click
 from ..errors import ConfigError
 from ..journal import Journal
 from ..models import AmountPolicy, RejectedRow
-from ..planning import PlanOptions, preview_plan, target_of
+from ..planning import PlanOptions, preview_plan, target_of, validate_batch_id
 from ..reports import check_report_path
 from ..reading import read_batch
 from ..runner import (
@@ -112,6 +112,8 @@ def _default(value: Any, default: Any) -> Any:
 def _request(options: dict[str, Any], policy: AmountPolicy) -> RunRequest:
     if options.get("report") is not None:
         check_report_path(options["report"])
+    if options.get("batch_id") is not None:
+        validate_batch_id(options["batch_id"])
     rate = options.get("rate")
     if rate is not None and not math.isfinite(rate):
         raise ConfigError(f"Invalid --rate {rate}: give a number of requests a second.")
