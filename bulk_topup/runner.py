@@ -251,7 +251,7 @@ def _execute(
     send_new: bool = True,
 ) -> RunResult:
     pending = journal.transactions(
-        batch.batch_id, (State.PLANNED, State.HELD, *SETTLE_STATES)
+        batch.batch_id, (State.PLANNED, State.HELD, State.REVIEW, *SETTLE_STATES)
     )
     if not pending:
         result = _finish(journal, batch, request, interrupted=False)
@@ -374,6 +374,7 @@ class _Execution:
         batch_id = self.batch.batch_id
         if self.batch.halted_reason:
             self.journal.update_batch(batch_id, halted_reason=None)
+        await self._recheck_review()
         await self._settle_in_flight()
         if send_new and not self._stopped():
             if await self._check_balance(client):
@@ -401,6 +402,15 @@ class _Execution:
             self.settler.halted = "interrupted"
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_interrupt)
+
+    async def _recheck_review(self) -> None:
+        """Record what status now says of rows waiting in review."""
+        for tx in self.journal.transactions(self.batch.batch_id, (State.REVIEW,)):
+            status = await self.settler.recheck_review(tx.trxid)
+            if status is not None:
+                logger.warning(
+                    "%s is in review, but status answers %s", tx.trxid, status
+                )
 
     async def _settle_in_flight(self) -> None:
         """Settle rows left in flight by an earlier run before sending more."""

@@ -118,6 +118,27 @@ class Settler:
         crashpoints.crash_point("while_settling")
         return self.apply(tx, answer)
 
+    async def recheck_review(self, trxid: str) -> str | None:
+        """Ask status about a row in review and record the answer, if any.
+
+        Status never moves a row out of review, because only a person may;
+        the answer is kept so that ``resolve`` can refuse a contradiction.
+        """
+        await self.limiter.acquire()
+        try:
+            answer = await self.client.status(trxid)
+        except ApiError as error:
+            logger.warning("status of %s failed: %s", trxid, error.message)
+            return None
+        if answer.status is None:
+            return None
+        self.journal.update_fields(
+            trxid,
+            provider_status=answer.status,
+            message=f"status now answers {answer.status}; settle it with resolve",
+        )
+        return answer.status
+
     def apply(self, tx: Transaction, answer: StatusAnswer) -> Verdict:
         """Apply a status answer to a row and say what happens next."""
         fields = {"provider_status": answer.status or "not found"}

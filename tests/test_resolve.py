@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from conftest import Sandbox, numbered_rows, run_json, run_tool, write_csv
 
 
@@ -103,3 +105,75 @@ def _batch_id(journal: Path) -> str:
     [batch_id] = [row[0] for row in connection.execute("SELECT batch_id FROM batches")]
     connection.close()
     return str(batch_id)
+
+
+def test_reconcile_records_late_success(
+    sandbox_factory: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    dropping = sandbox_factory(
+        "--fault", "drop-before-charge=1", "--state", str(ledger)
+    )
+    batch = write_csv(tmp_path / "b.csv", numbered_rows(1))
+    journal = tmp_path / "j.sqlite"
+    code, _ = run_json(
+        "run",
+        str(batch),
+        "--base-url",
+        dropping.url,
+        "--journal",
+        str(journal),
+        "--yes",
+        "--settle-timeout",
+        "10",
+    )
+    assert code == 75
+    port = dropping.url.rsplit(":", 1)[1]
+    dropping.stop()
+    healthy = sandbox_factory(
+        "--port", port, "--state", str(ledger), "--processing-seconds", "0"
+    )
+    connection = sqlite3.connect(journal)
+    [(trxid, number, amount)] = list(
+        connection.execute("SELECT trxid, number, amount FROM transactions")
+    )
+    connection.close()
+    # The provider charged it after all: a late delivery of the lost request.
+    httpx.post(
+        healthy.url + "/api/recharge",
+        json={
+            "successtopup_key": "k",
+            "successtopup_secret": "s",
+            "number": number,
+            "operator": "GP",
+            "type": "prepaid",
+            "amount": amount,
+            "trxid": trxid,
+        },
+        timeout=10,
+    ).raise_for_status()
+    run_json(
+        "reconcile",
+        "--base-url",
+        healthy.url,
+        "--journal",
+        str(journal),
+        "--timeout",
+        "5",
+    )
+    refused = run_tool(
+        "resolve", trxid, "--as", "failed", "--note", "x", "--journal", str(journal)
+    )
+    accepted = run_tool(
+        "resolve",
+        trxid,
+        "--as",
+        "success",
+        "--note",
+        "status says so",
+        "--journal",
+        str(journal),
+    )
+    assert refused.returncode == 2
+    assert "--as success" in refused.stderr
+    assert accepted.returncode == 0, accepted.stderr

@@ -181,6 +181,19 @@ def _report_path(given: Path | None, batch: Batch, name: str, count: int) -> Pat
     return default_report_path(given, batch.batch_id, name)
 
 
+# The resolution that each status answer, recorded while in review, allows.
+_STATUS_RESOLUTIONS = {"Success": State.SUCCESS, "Cancel": State.CANCELLED}
+
+
+def _check_against_status(trxid: str, status: str | None, wanted: State) -> None:
+    allowed = _STATUS_RESOLUTIONS.get(status or "")
+    if allowed is not None and allowed is not wanted:
+        raise ConfigError(
+            f"Status answered {status} for {trxid} after it went to review; "
+            f"resolve it --as {allowed.value}, or ask the provider why."
+        )
+
+
 _RESOLUTIONS = {
     "success": State.SUCCESS,
     "cancelled": State.CANCELLED,
@@ -226,6 +239,7 @@ def resolve(**options: Any) -> None:
                 "are resolved by hand. Use `bulk-topup reconcile` for open rows."
             )
         new_state = _RESOLUTIONS[options["resolution"]]
+        _check_against_status(tx.trxid, tx.provider_status, new_state)
         journal.transition(
             tx.trxid,
             new_state,
