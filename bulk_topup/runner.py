@@ -352,6 +352,7 @@ class _Execution:
                 first_interval=self.settings.settle_interval,
                 grace_seconds=self.settings.grace_seconds,
                 provider_dedupes=self.settings.provider_dedupes,
+                concurrency=send.concurrency,
             ),
         )
         self._install_interrupt_handler()

@@ -42,6 +42,7 @@ class SettleSettings:
     max_interval: float = 30.0
     grace_seconds: float = 120.0
     provider_dedupes: bool = False
+    concurrency: int = 1
 
 
 @dataclass(frozen=True)
@@ -86,18 +87,25 @@ class Settler:
         heapq.heapify(due)
         intervals = dict.fromkeys(trxids, self.settings.first_interval)
         resend: list[str] = []
-        while due and self.halted is None:
-            when, index, trxid = heapq.heappop(due)
-            if when > deadline:
-                break
-            await self._sleep(max(0.0, when - self._clock()))
-            verdict = await self.check(trxid)
-            if verdict.resend:
-                resend.append(trxid)
-            if verdict.done or verdict.resend:
-                continue
-            heapq.heappush(due, (self._clock() + intervals[trxid], index, trxid))
-            intervals[trxid] = min(intervals[trxid] * 2, self.settings.max_interval)
+
+        async def poll() -> None:
+            # Several pollers share one heap, so that a slow status answer
+            # delays one row, not every row behind it.
+            while due and self.halted is None:
+                when, index, trxid = heapq.heappop(due)
+                if when > deadline:
+                    return
+                await self._sleep(max(0.0, when - self._clock()))
+                verdict = await self.check(trxid)
+                if verdict.resend:
+                    resend.append(trxid)
+                if verdict.done or verdict.resend:
+                    continue
+                heapq.heappush(due, (self._clock() + intervals[trxid], index, trxid))
+                intervals[trxid] = min(intervals[trxid] * 2, self.settings.max_interval)
+
+        pollers = max(1, min(self.settings.concurrency, len(trxids)))
+        await asyncio.gather(*(poll() for _ in range(pollers)))
         return resend
 
     async def check(self, trxid: str) -> Verdict:
