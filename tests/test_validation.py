@@ -643,7 +643,10 @@ def test_format_problems_one_line_each() -> None:
 
 
 def test_format_problems_respects_limit() -> None:
-    assert len(format_problems(mixed_validation(), limit=2)) == 2
+    lines = format_problems(mixed_validation(), limit=2)
+    assert len(lines) == 3
+    assert lines[2].startswith("... and ")
+    assert "raise --limit" in lines[2]
 
 
 def test_count_reasons_totals() -> None:
