@@ -29,9 +29,9 @@ from .models import OPEN_STATES, State, Validation
 from .planning import (
     PlanOptions,
     hold_repeats,
-    preview_plan,
     options_from_batch,
     plan_batch,
+    preview_plan,
     target_of,
 )
 from .progress import Progress
@@ -51,7 +51,7 @@ _NOT_SENDABLE = frozenset(
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What the user asked of ``run``, ``resume`` or ``reconcile``."""
+    """The options of one ``run``, ``resume`` or ``reconcile`` request."""
 
     plan: PlanOptions = field(default_factory=PlanOptions)
     send: SendSettings = field(default_factory=SendSettings)
@@ -405,12 +405,12 @@ class _Execution:
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_interrupt)
 
     async def _recheck_review(self) -> None:
-        """Record what status now says of rows waiting in review."""
+        """Record the status of rows waiting in review."""
         for tx in self.journal.transactions(self.batch.batch_id, (State.REVIEW,)):
             status = await self.settler.recheck_review(tx.trxid)
             if status is not None:
                 logger.warning(
-                    "%s is in review, but status answers %s", tx.trxid, status
+                    "%s is in review, but status returns %s", tx.trxid, status
                 )
 
     async def _settle_in_flight(self) -> None:
@@ -582,7 +582,7 @@ def _finish(
     return result
 
 
-# What to do next after a halt, by the batch's halt reason.
+# Advice on the next step, by the batch's halt reason.
 _HALT_ADVICE = {
     "insufficient_balance": "The balance does not cover the rows left: top up "
     "and run `bulk-topup resume`, or add --allow-partial to send what it covers.",

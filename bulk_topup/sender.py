@@ -57,7 +57,7 @@ UNSENT_OUTCOMES = frozenset({"not_sent", "rate_limited"})
 
 @dataclass(frozen=True)
 class SendSettings:
-    """How fast and how persistently rows are sent."""
+    """Rate, concurrency and retry settings for sending rows."""
 
     rate: float = 10.0
     concurrency: int = 8
@@ -75,7 +75,7 @@ class SendSettings:
 
 @dataclass
 class SendState:
-    """What a sending pass learned: a halt, paused operators, counters."""
+    """The state of one sending pass: a halt, paused operators, counters."""
 
     halted: str | None = None
     paused_operators: dict[str, str] = field(default_factory=dict)
@@ -157,6 +157,8 @@ class Sender:
         self._last_start: dict[str, float] = {}
         self._last_sent: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The first error a row's task raised, kept until send() raises it.
+        self._failure: BaseException | None = None
         # With --allow-partial, the balance left for rows not yet sent; rows
         # above it are left unsent instead of being refused by the API.
         self.budget: Decimal | None = None
@@ -176,7 +178,11 @@ class Sender:
         await self._drain()
 
     def _should_stop(self) -> bool:
-        return self.state.stopping or self.state.halted is not None
+        return (
+            self.state.stopping
+            or self.state.halted is not None
+            or self._failure is not None
+        )
 
     async def _wait_for_slot(self) -> None:
         while len(self._tasks) >= self.settings.concurrency:
@@ -276,20 +282,32 @@ class Sender:
         for tx, start in group:
             task = asyncio.ensure_future(self._send_row(tx, attempts[tx.trxid], start))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._task_done)
         self.state.sent += len(group)
         return [tx for tx, _ in group]
 
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        # A task that finished while send() waited for a free slot is no
+        # longer in _tasks when _drain looks, so its error is kept here.
+        if not task.cancelled() and self._failure is None:
+            self._failure = task.exception()
+
     async def _drain(self) -> None:
         if not self._tasks:
+            self._raise_failure()
             return
         timeout = self.settings.drain_seconds if self.state.stopping else None
-        done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
         for task in pending:
             task.cancel()
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        # Every finished task has passed through _task_done by now.
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     async def _send_row(self, tx: Transaction, attempt: int, start: float) -> None:
         delay = start - self._clock()

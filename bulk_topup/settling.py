@@ -35,7 +35,7 @@ SETTLE_STATES = (State.SENDING, State.UNKNOWN, State.PROCESSING)
 
 @dataclass(frozen=True)
 class SettleSettings:
-    """How rows are polled and when an unseen trxid may be sent again."""
+    """Polling intervals, and the rules for sending an unseen trxid again."""
 
     timeout: float = 600.0
     first_interval: float = 1.0
@@ -47,7 +47,7 @@ class SettleSettings:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What one status answer means for a row: settled, resend, or wait."""
+    """The verdict on a row after one status response: settled, resend, wait."""
 
     resend: bool = False
     done: bool = False
@@ -143,7 +143,7 @@ class Settler:
         self.journal.update_fields(
             trxid,
             provider_status=answer.status,
-            message=f"status now answers {answer.status}; settle it with resolve",
+            message=f"status now returns {answer.status}; settle it with resolve",
         )
         return answer.status
 

@@ -11,6 +11,7 @@ prints their output with the command line that produced it.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -42,10 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.machine()}, {platform.python_version()}, "
-        f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores"
-    )
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    print(f"machine: {machine}, Python {platform.python_version()}")
     for script, *options in benchmarks(args.quick):
         command = [sys.executable, str(HERE / script), *options]
         print(f"\n$ python scripts/{script} {' '.join(options)}", flush=True)

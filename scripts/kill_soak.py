@@ -4,7 +4,7 @@ A sandbox process that fails a share of requests after charging them (HTTP
 503, or a dropped connection) serves a batch of distinct numbers. It charges
 a repeated trxid again (``--no-dedupe``), so a blind re-send shows up as a
 double charge. The tool runs as a real process, ``run`` on the file again or
-``resume``, and is killed with SIGKILL after a random delay, as many times as
+``resume``, and is killed with SIGKILL at a random moment, as many times as
 asked. A final ``resume`` finishes the batch. The summary counts the trxids
 that the sandbox charged more than once, the rows left in a state that does
 not explain them, the journal's ``PRAGMA integrity_check`` and the elapsed
@@ -12,10 +12,11 @@ time.
 
     python scripts/kill_soak.py --rows 10000 --kills 50
 
-Each kill falls at random between 0.5 and ``--max-delay`` seconds after its
-process starts. A larger batch needs a larger ``--max-delay`` for the kills
-to reach its end: ``states_before_final`` shows how far they reached, and
-rows still ``planned`` there were sent by the final ``resume``.
+Each process is killed once it has started a random number of new attempts
+(1 to twice rows / kills, read from its journal), so the kills spread over the
+whole batch whatever the speed of the machine. A process that reaches no such
+number, because the batch is all sent, is killed after ``--max-wait`` seconds
+while it settles. ``states_before_final`` shows what the kills left behind.
 
 The process exits 0 when nothing was charged twice, every row is final or in
 ``review``, the charged rows are exactly the ``success`` rows and the journal
@@ -58,8 +59,7 @@ class SoakSettings:
     seed: int = 1
     rate: float = 400.0
     concurrency: int = 16
-    min_delay: float = 0.5
-    max_delay: float = 3.0
+    max_wait: float = 30.0
     fault_rate: float = 0.01
     settle_timeout: float = 120.0
 
@@ -185,11 +185,33 @@ def tool_command(
     return arguments
 
 
-def kill_after(process: subprocess.Popen[str], seconds: float) -> bool:
-    """SIGKILL the process after seconds and return whether it was still running."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
+def count_attempts(journal: Path) -> int:
+    """Return how many attempts the journal records, 0 before it has any."""
+    if not journal.exists():
+        return 0
+    connection = sqlite3.connect(journal)
+    try:
+        return int(connection.execute("SELECT count(*) FROM attempts").fetchone()[0])
+    except sqlite3.OperationalError:
+        # A process killed before the journal's first migration left no table.
+        return 0
+    finally:
+        connection.close()
+
+
+def kill_at_attempts(
+    process: subprocess.Popen[str], journal: Path, target: int, max_wait: float
+) -> bool:
+    """SIGKILL the process once the journal records target attempts in all.
+
+    Kills it after max_wait seconds if it falls short. Returns whether the
+    process was still running when the kill came.
+    """
+    deadline = time.monotonic() + max_wait
+    while process.poll() is None and time.monotonic() < deadline:
+        if count_attempts(journal) >= target:
+            break
+        time.sleep(0.02)
     landed = process.poll() is None
     if landed:
         os.kill(process.pid, signal.SIGKILL)
@@ -271,6 +293,9 @@ def _kill_repeatedly(
         # resumes it.
         planned = _has_batch(journal)
         command = "resume" if planned and draws.random() < 0.5 else "run"
+        target = count_attempts(journal) + draws.randint(
+            1, max(1, 2 * settings.rows // settings.kills)
+        )
         log = (workdir / f"run-{number:03d}.log").open("w")
         process = subprocess.Popen(
             tool_command(command, batch, journal, url, settings),
@@ -280,8 +305,7 @@ def _kill_repeatedly(
             env=environment,
             cwd=workdir,
         )
-        delay = draws.uniform(settings.min_delay, settings.max_delay)
-        landed += kill_after(process, delay)
+        landed += kill_at_attempts(process, journal, target, settings.max_wait)
         log.close()
         exit_codes[str(process.returncode)] += 1
     return landed, dict(exit_codes)
@@ -342,10 +366,10 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
     parser.add_argument(
-        "--max-delay",
+        "--max-wait",
         type=float,
-        default=defaults.max_delay,
-        help="maximum seconds a run lives before its SIGKILL",
+        default=defaults.max_wait,
+        help="seconds a run lives before its SIGKILL when it starts too few attempts",
     )
     parser.add_argument(
         "--workdir",
@@ -364,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=arguments.seed,
         rate=arguments.rate,
         concurrency=arguments.concurrency,
-        max_delay=arguments.max_delay,
+        max_wait=arguments.max_wait,
     )
     if arguments.workdir is not None:
         arguments.workdir.mkdir(parents=True, exist_ok=True)

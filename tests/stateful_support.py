@@ -89,8 +89,7 @@ class CrashPoint:
 class CrashingClient(TopupClient):
     """A ``TopupClient`` whose process dies at ``crash_at``.
 
-    After the crash every call raises ``SimulatedCrash`` and ``on_death`` has
-    been called once, so that the caller can stop starting work.
+    After the crash every call raises ``SimulatedCrash``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -98,7 +97,6 @@ class CrashingClient(TopupClient):
         self.calls = 0
         self.crash_at: CrashPoint | None = None
         self.dead = False
-        self.on_death: Callable[[], None] | None = None
 
     async def recharge(self, fields: Mapping[str, Any]) -> Answer:
         """Send a recharge unless the process has died."""
@@ -117,7 +115,7 @@ class CrashingClient(TopupClient):
         self.calls += 1
         crash = self.crash_at
         if crash is not None and crash.call == index and crash.before:
-            self._die()
+            self.dead = True
         if self.dead:
             raise SimulatedCrash(f"crashed before call {index}")
         try:
@@ -130,14 +128,9 @@ class CrashingClient(TopupClient):
 
     def _die_if_due(self, index: int) -> None:
         if self.crash_at is not None and self.crash_at.call == index:
-            self._die()
+            self.dead = True
         if self.dead:
             raise SimulatedCrash(f"crashed after call {index}")
-
-    def _die(self) -> None:
-        if not self.dead and self.on_death is not None:
-            self.on_death()
-        self.dead = True
 
 
 class SandboxHandle:

@@ -7,11 +7,10 @@ import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import Sandbox, numbered_rows, run_json, run_tool, write_csv
 
 from bulk_topup.journal import Journal
-import pytest
-
 from bulk_topup.planning import DHAKA, PlanOptions, normalise_base_url, plan_batch
 from bulk_topup.reading import read_batch
 from bulk_topup.validation import validate_table

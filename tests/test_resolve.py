@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-
 from conftest import Sandbox, numbered_rows, run_json, run_tool, write_csv
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -57,7 +58,7 @@ from stateful_support import (
     uncancelled_total,
 )
 
-from bulk_topup.client import Credentials, Timeouts
+from bulk_topup.client import Answer, Credentials, Timeouts, TopupClient
 from bulk_topup.journal import Journal, Transaction
 from bulk_topup.limiter import RateLimiter
 from bulk_topup.models import (
@@ -478,9 +479,6 @@ class SendSettleMachine(RuleBasedStateMachine):
             clock=self.clock.monotonic,
             sleep=self.clock.sleep,
         )
-        # A dead process starts no new request, so it commits no more rows.
-        client.on_death = sender.stop
-
         return Process(client, sender, settler)
 
     def _make_client(self) -> CrashingClient:
@@ -617,3 +615,56 @@ def test_send_settle_machine_keeps_invariants() -> None:
 
 def test_machine_with_lost_responses_keeps_invariants() -> None:
     check_machine(LOST_RESPONSE_WORLDS, examples=90)
+
+
+class FailingFirstClient(TopupClient):
+    """A client whose first recharge raises an error no sender expects."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "http://127.0.0.1:9",
+            CREDENTIALS,
+            transport=httpx.MockTransport(accept_recharge),
+        )
+        self.recharges = 0
+
+    async def recharge(self, fields: Mapping[str, Any]) -> Answer:
+        """Raise on the first call, then send as usual."""
+        self.recharges += 1
+        if self.recharges == 1:
+            raise RuntimeError("journal write failed")
+        return await super().recharge(fields)
+
+
+def accept_recharge(request: httpx.Request) -> httpx.Response:
+    """Return the API's acceptance of a recharge."""
+    return httpx.Response(200, json={"result": True, "message": "Recharge successful"})
+
+
+def test_sender_raises_error_of_finished_row(tmp_path: Path) -> None:
+    # With one request in flight, the failed row's task has finished and left
+    # the sender's task set before the next row starts. The machine found that
+    # its error was then dropped and the next rows were still sent.
+    journal = Journal.open(tmp_path / "journal.sqlite")
+    rows = [("01711000001", 10), ("01711000002", 20)]
+    plan = plan_batch(
+        journal,
+        validation_of(rows, "payouts.csv"),
+        target=TARGET,
+        options=PlanOptions(),
+        now=NOON,
+    )
+    batch_id = plan.batch.batch_id
+    sender = Sender(
+        journal,
+        FailingFirstClient(),
+        RateLimiter(1000.0),
+        SendSettings(rate=1000.0, concurrency=1),
+        target=TARGET,
+    )
+
+    with pytest.raises(RuntimeError, match="journal write failed"):
+        asyncio.run(sender.send(journal.transactions(batch_id, UNSENT_STATES)))
+
+    states = [tx.state for tx in journal.transactions(batch_id)]
+    assert states == [State.SENDING, State.PLANNED]

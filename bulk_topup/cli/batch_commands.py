@@ -17,8 +17,8 @@ from ..errors import ConfigError
 from ..journal import Journal
 from ..models import AmountPolicy, RejectedRow
 from ..planning import PlanOptions, preview_plan, target_of, validate_batch_id
-from ..reports import check_report_path
 from ..reading import read_batch
+from ..reports import check_report_path
 from ..runner import (
     RunRequest,
     RunResult,
