@@ -124,7 +124,7 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Answer:
-    """A parsed answer: HTTP status, the JSON object, and the API's message."""
+    """A parsed response: HTTP status, the JSON object, the API's message."""
 
     http_status: int
     data: Mapping[str, Any]
@@ -138,7 +138,7 @@ class Answer:
 
 @dataclass(frozen=True)
 class StatusAnswer:
-    """What ``/api/status`` said of a trxid; ``status`` is None when unseen."""
+    """The status ``/api/status`` returned for a trxid; None when unseen."""
 
     status: str | None
     message: str
@@ -228,7 +228,7 @@ class TopupClient:
             await client.aclose()
 
     async def post(self, path: str, fields: Mapping[str, Any]) -> Answer:
-        """Send one call and parse its JSON answer, converting every failure."""
+        """Send one call and parse its JSON response, converting every failure."""
         body = {**self.credentials.as_body(), **fields}
         started = time.monotonic()
         extensions = {}
@@ -281,7 +281,7 @@ class TopupClient:
         return Refused(message, http_status=200, code=kind)
 
     async def status(self, trxid: str) -> StatusAnswer:
-        """Ask what the provider knows of a trxid."""
+        """Return the provider's status of a trxid."""
         answer = await self.post(self.endpoints.status, {"trxid": trxid})
         if answer.http_status != 200:
             raise AmbiguousOutcome(
@@ -348,7 +348,7 @@ def _parse_answer(response: httpx.Response, elapsed: float) -> Answer:
         data = None
     if not isinstance(data, dict):
         raise AmbiguousOutcome(
-            f"HTTP {response.status_code} with an answer that is not a JSON object",
+            f"HTTP {response.status_code} with a response that is not a JSON object",
             http_status=response.status_code,
         )
     return Answer(response.status_code, data, elapsed)
