@@ -8,6 +8,7 @@ readable by its owner only.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tomllib
@@ -21,6 +22,8 @@ import platformdirs
 from .client import Credentials, Endpoints, RefusalPatterns
 from .errors import ConfigError
 from .models import AmountPolicy
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "bulk-topup"
 DEFAULT_BASE_URL = "https://api.successtopup.com"
@@ -217,6 +220,17 @@ def _policy(config: Mapping[str, Any]) -> AmountPolicy:
             str(k).upper(): int(v) for k, v in amounts.get("maximums", {}).items()
         },
     )
+
+
+def warn_short_grace(settings: Settings, request_seconds: float) -> None:
+    """Log a warning when the grace period is shorter than a request can take."""
+    if settings.grace_seconds <= request_seconds:
+        logger.warning(
+            "grace_seconds is %.0f, but a request can take %.0f seconds: a row "
+            "may be judged unseen while its request is still on its way",
+            settings.grace_seconds,
+            request_seconds,
+        )
 
 
 def require_credentials(settings: Settings) -> Credentials:

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import crashpoints
 from .client import Balance, TopupClient
-from .config import Settings, require_credentials
+from .config import Settings, require_credentials, warn_short_grace
 from .errors import BulkTopupError, ConfigError, NotSent, PlanRefused
 from .journal import Batch, Journal, Transaction
 from .limiter import ARRIVAL_SLACK, RateLimiter
@@ -329,6 +329,7 @@ class _Execution:
             endpoints=self.settings.endpoints,
             patterns=self.settings.patterns,
         )
+        warn_short_grace(self.settings, client.timeouts.request)
         limiter = RateLimiter(send.rate, slack=ARRIVAL_SLACK)
         to_send = self.journal.transactions(
             self.batch.batch_id,
@@ -468,6 +469,8 @@ class _Execution:
             self.journal.update_batch(
                 self.batch.batch_id, balance_before=str(balance.balance)
             )
+        # NOTE: drive packages are paid from driveBalance, but every unsent
+        # row is compared with the main balance here.
         total = sum(tx.amount or 0 for tx in unsent)
         if balance.balance >= total:
             return True

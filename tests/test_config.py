@@ -12,6 +12,7 @@ from bulk_topup.config import (
     SANDBOX_CREDENTIALS,
     require_credentials,
     resolve_settings,
+    warn_short_grace,
 )
 from bulk_topup.errors import ConfigError
 
@@ -112,3 +113,12 @@ def test_unclear_boolean_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BULK_TOPUP_PROVIDER_DEDUPES", "maybe")
     with pytest.raises(ConfigError, match="true or false"):
         resolve_settings()
+
+
+def test_short_grace_logs_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("BULK_TOPUP_GRACE_SECONDS", "5")
+    with caplog.at_level("WARNING", logger="bulk_topup.config"):
+        warn_short_grace(resolve_settings(), 45.0)
+    assert "grace_seconds is 5" in caplog.text
