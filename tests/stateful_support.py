@@ -67,7 +67,7 @@ class FakeClock:
 
 
 class SimulatedCrash(BaseException):
-    """The process died: nothing after this point reaches the journal.
+    """The end of a killed process, after which nothing reaches the journal.
 
     It derives from ``BaseException`` so that no ``except Exception`` in the
     code under test can swallow it.
@@ -140,8 +140,8 @@ class SandboxHandle:
         self.config = config
         self._clock = clock
         self._running: RunningSandbox | None = None
-        # One client for every check: making one per request would build an
-        # SSL context each time, which costs more than the request itself.
+        # One client serves every check, because a client per request would
+        # build an SSL context each time, which costs more than the request.
         self._http = httpx.Client(timeout=10, trust_env=False, verify=False)
 
     @property

@@ -364,8 +364,9 @@ def test_read_timeout_settled_by_status(
 def test_retry_after_pauses_every_request(
     sandbox_factory: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
-    faults = (("429", 0.05),)
-    retry_after = 1.0
+    # About 10 of 100 rows meet a 429; fewer than 2 has odds near 1 in 3,000.
+    faults = (("429", 0.1),)
+    retry_after = 0.6
     sandbox = sandbox_factory(
         "--seed",
         "11",
@@ -373,7 +374,7 @@ def test_retry_after_pauses_every_request(
         "0.1",
         "--retry-after",
         str(retry_after),
-        "--fault=429=0.05",
+        "--fault=429=0.1",
     )
     batch = write_csv(tmp_path / "b.csv", numbered_rows(100))
     journal = tmp_path / "journal.sqlite"

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from conftest import (
     Sandbox,
     numbered_rows,
@@ -115,6 +116,8 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+# About 45 s alone on 2 cores, and over a minute beside other test runs.
+@pytest.mark.slow
 def test_random_kills_charge_once(tmp_path: Path) -> None:
     kill_soak = load_kill_soak()
     settings = kill_soak.SoakSettings(rows=2000, kills=20, seed=1)

@@ -9,7 +9,7 @@ the ledger against the journal: at most one charge per trxid, only legal
 transitions, no final state left, money accounted for, and one request body
 per trxid.
 
-The runs are derandomized, so CI sees the same examples every time.
+The runs are derandomized, so every run, in CI too, tries the same examples.
 """
 
 from __future__ import annotations
@@ -525,7 +525,7 @@ class SendSettleMachine(RuleBasedStateMachine):
             return
         self._hold_unsent(process, batch_id)
         if process.sender.state.halted or process.sender.state.paused_operators:
-            # A run ends after a halt; the next command starts a new process.
+            # A run ends after a halt. The next command starts a new process.
             self._end_process()
 
     def _arm(self, process: Process, crash: CrashPlan | None) -> None:
@@ -643,8 +643,8 @@ def accept_recharge(request: httpx.Request) -> httpx.Response:
 
 def test_sender_raises_error_of_finished_row(tmp_path: Path) -> None:
     # With one request in flight, the failed row's task has finished and left
-    # the sender's task set before the next row starts. The machine found that
-    # its error was then dropped and the next rows were still sent.
+    # the sender's task set before the next row starts. Its error must still
+    # reach the caller, and no later row may be sent.
     journal = Journal.open(tmp_path / "journal.sqlite")
     rows = [("01711000001", 10), ("01711000002", 20)]
     plan = plan_batch(
