@@ -1,8 +1,8 @@
 """Frozen data types that the pipeline's stages pass to each other.
 
-Reading produces a ``SourceTable``; validation turns it into a ``Validation``
-of ``ValidRow``, ``RejectedRow`` and ``SkippedRow``; planning turns valid rows
-into ``PlannedTransaction`` values; the journal stores them with a ``State``.
+Reading produces a ``SourceTable``. Validation turns it into a ``Validation``
+of ``ValidRow``, ``RejectedRow`` and ``SkippedRow`` values. Planning journals
+one transaction per row or part, and the journal gives each a ``State``.
 Money is in whole Taka as ``int`` for recharges and ``Decimal`` for bills.
 """
 
@@ -19,7 +19,7 @@ API_MINIMUM_AMOUNT = 9
 
 
 class CellKind(enum.Enum):
-    """What a spreadsheet stored in a cell; CSV cells are always ``TEXT``."""
+    """The kind of value a spreadsheet stored in a cell; CSV cells are ``TEXT``."""
 
     TEXT = "text"
     NUMBER = "number"
@@ -115,7 +115,7 @@ class ValidRow:
 
 @dataclass(frozen=True, slots=True)
 class RejectedRow:
-    """A row that fails one or more checks; ``problems`` says where and why."""
+    """A row that fails one or more checks; ``problems`` gives where and why."""
 
     source_row: int
     problems: tuple[Problem, ...]

@@ -81,7 +81,7 @@ def target_of(base_url: str | None, *, sandbox: bool) -> str:
 
     The URL is normalised (scheme and host in lower case, no default port, no
     trailing slash, dot segments resolved), so that two spellings of one API
-    are one target and the repeat guard sees every batch sent to it.
+    are one target and the repeat guard compares every batch sent to it.
     """
     if sandbox:
         return SANDBOX_TARGET
@@ -205,7 +205,7 @@ def plan_batch(
 
 @dataclass(frozen=True)
 class Preview:
-    """What ``run`` would do with a file, computed without writing anything."""
+    """The plan ``run`` would make of a file, computed without writing anything."""
 
     batch_id: str
     existing: Batch | None

@@ -118,7 +118,7 @@ class Settler:
             answer = await self.client.status(trxid)
         except CredentialsRefused as error:
             self.halted = "invalid_credentials"
-            logger.error("status refused the credentials: %s", error.message)
+            logger.error("status call failed: invalid credentials: %s", error.message)
             return Verdict()
         except ApiError as error:
             logger.warning("status of %s failed: %s", trxid, error.message)

@@ -25,7 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Output:
-    """Where a command writes: machine JSON on stdout, people's text."""
+    """The output of a command: machine JSON on stdout, text for people."""
 
     def __init__(self, *, as_json: bool, quiet: bool) -> None:
         self.as_json = as_json

@@ -132,7 +132,7 @@ def status(**options: Any) -> None:
 
 @cli.group()
 def sandbox() -> None:
-    """The local Success TopUp sandbox."""
+    """Run the local Success TopUp sandbox."""
 
 
 def _attach_sandbox_serve() -> None:

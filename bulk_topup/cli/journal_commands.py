@@ -189,7 +189,7 @@ def _check_against_status(trxid: str, status: str | None, wanted: State) -> None
     allowed = _STATUS_RESOLUTIONS.get(status or "")
     if allowed is not None and allowed is not wanted:
         raise ConfigError(
-            f"Status answered {status} for {trxid} after it went to review; "
+            f"Status returned {status} for {trxid} after it went to review; "
             f"resolve it --as {allowed.value}, or ask the provider why."
         )
 
